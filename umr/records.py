@@ -1,0 +1,234 @@
+"""Typed records and the file formats at the pipeline's boundaries.
+
+- questions: XOR-TyDi QA JSONL (`id`, `question`, `answers`, `lang`), read the same way
+  for the toy benchmark and the real data;
+- passages: DPR TSV (`id \\t text \\t title`, header row starting with `id`);
+- runs: TREC run files (`qid Q0 docid rank score tag`), higher score = better.
+
+Training stages read questions through `read_questions`, which has no answers
+field at all: UMR is unsupervised, so answers are reachable only via `read_gold`,
+which only evaluation calls.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from umr.errors import InputFileError
+
+# DPR TSV rows can be long (a 100-word passage with a long title); the csv module's
+# default 128 KiB field limit is enough for w100 but not for user corpora.
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    """A question as training sees it: no answers."""
+
+    id: str
+    text: str
+    lang: str
+
+
+@dataclass(frozen=True, slots=True)
+class GoldQuestion:
+    """A question with its answer strings, for evaluation only."""
+
+    id: str
+    text: str
+    lang: str
+    answers: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Passage:
+    id: str
+    title: str
+    text: str
+
+
+# qid -> [(docid, score), ...] sorted best first
+Run = dict[str, list[tuple[str, float]]]
+
+
+def _iter_json_objects(path: Path) -> Iterator[tuple[int, dict]]:
+    with open(path, "rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise InputFileError(path, f"not valid UTF-8 ({err.reason} at byte {err.start})", line_no) from None
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise InputFileError(path, f"invalid JSON ({err.msg})", line_no) from None
+            if not isinstance(obj, dict):
+                raise InputFileError(path, "each line must be a JSON object", line_no)
+            yield line_no, obj
+
+
+def _field(path: Path, line_no: int, obj: dict, name: str) -> str:
+    if name not in obj:
+        raise InputFileError(path, f"missing field {name!r}", line_no)
+    value = obj[name]
+    if isinstance(value, int) and not isinstance(value, bool) and name == "id":
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise InputFileError(path, f"field {name!r} must be a non-empty string", line_no)
+    return value
+
+
+def _answers(path: Path, line_no: int, obj: dict) -> tuple[str, ...]:
+    if "answers" not in obj:
+        raise InputFileError(path, "missing field 'answers' (test files have none: evaluate on dev)", line_no)
+    answers = obj["answers"]
+    if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
+        raise InputFileError(path, "field 'answers' must be a list of strings", line_no)
+    return tuple(answers)
+
+
+def _check_lang(path: Path, line_no: int, lang: str, languages: Iterable[str] | None) -> None:
+    if languages is not None and lang not in languages:
+        raise InputFileError(
+            path, f"question language {lang!r} is not in the configured languages ({', '.join(languages)})", line_no
+        )
+
+
+def read_questions(path: str | Path, languages: Iterable[str] | None = None) -> list[Question]:
+    """Questions of an XOR-TyDi JSONL file, without their answers.
+
+    `languages`, when given, is the set of allowed `lang` values: a question in any
+    other language is an error naming the file and line.
+    """
+    path = Path(path)
+    languages = tuple(languages) if languages is not None else None
+    seen: set[str] = set()
+    out: list[Question] = []
+    for line_no, obj in _iter_json_objects(path):
+        qid = _field(path, line_no, obj, "id")
+        text = _field(path, line_no, obj, "question")
+        lang = _field(path, line_no, obj, "lang")
+        _check_lang(path, line_no, lang, languages)
+        if qid in seen:
+            raise InputFileError(path, f"duplicate question id {qid!r}", line_no)
+        seen.add(qid)
+        out.append(Question(qid, text, lang))
+    if not out:
+        raise InputFileError(path, "no questions in file")
+    return out
+
+
+def read_gold(path: str | Path, languages: Iterable[str] | None = None) -> dict[str, GoldQuestion]:
+    """Questions with answers (dev files), keyed by id, in file order."""
+    path = Path(path)
+    languages = tuple(languages) if languages is not None else None
+    out: dict[str, GoldQuestion] = {}
+    for line_no, obj in _iter_json_objects(path):
+        qid = _field(path, line_no, obj, "id")
+        text = _field(path, line_no, obj, "question")
+        lang = _field(path, line_no, obj, "lang")
+        _check_lang(path, line_no, lang, languages)
+        if qid in out:
+            raise InputFileError(path, f"duplicate question id {qid!r}", line_no)
+        out[qid] = GoldQuestion(qid, text, lang, _answers(path, line_no, obj))
+    if not out:
+        raise InputFileError(path, "no questions in file")
+    return out
+
+
+def write_questions(path: str | Path, questions: Iterable[GoldQuestion | Question]) -> None:
+    """Write XOR-TyDi JSONL (answers included for GoldQuestion)."""
+    with open(path, "w", encoding="utf-8") as handle:
+        for q in questions:
+            obj = {"id": q.id, "question": q.text}
+            if isinstance(q, GoldQuestion):
+                obj["answers"] = list(q.answers)
+            obj["lang"] = q.lang
+            handle.write(json.dumps(obj, ensure_ascii=False) + "\n")
+
+
+DPR_HEADER = ("id", "text", "title")
+
+
+def iter_dpr_tsv(path: str | Path) -> Iterator[Passage]:
+    """Passages of a DPR TSV file (`id, text, title`, header row optional).
+
+    Wrong column counts, non-UTF-8 bytes and duplicate ids are errors naming the
+    file and line; an empty corpus is an error.
+    """
+    path = Path(path)
+    seen: set[str] = set()
+    count = 0
+    with open(path, "rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise InputFileError(path, f"not valid UTF-8 ({err.reason} at byte {err.start})", line_no) from None
+            line = line.rstrip("\r\n")
+            if not line:
+                continue
+            fields = line.split("\t")
+            if line_no == 1 and fields[0] == "id":
+                continue
+            if len(fields) != 3:
+                raise InputFileError(path, f"expected 3 tab-separated columns (id, text, title), found {len(fields)}", line_no)
+            pid, text, title = fields
+            # DPR's TSV quotes texts that contain quotes: strip one level like csv would.
+            if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
+                text = text[1:-1].replace('""', '"')
+            if not pid:
+                raise InputFileError(path, "empty passage id", line_no)
+            if pid in seen:
+                raise InputFileError(path, f"duplicate passage id {pid!r}", line_no)
+            seen.add(pid)
+            count += 1
+            yield Passage(pid, title, text)
+    if count == 0:
+        raise InputFileError(path, "empty corpus: no passages")
+
+
+def write_dpr_tsv(path: str | Path, passages: Iterable[Passage]) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        handle.write("\t".join(DPR_HEADER) + "\n")
+        for p in passages:
+            for name, value in (("id", p.id), ("text", p.text), ("title", p.title)):
+                if "\t" in value or "\n" in value:
+                    raise ValueError(f"passage {p.id}: {name} contains a tab or newline")
+            handle.write(f"{p.id}\t{p.text}\t{p.title}\n")
+
+
+def write_trec_run(path: str | Path, run: Run, tag: str) -> None:
+    """Write a TREC run; each question's list is written in the order given, ranks from 1."""
+    with open(path, "w", encoding="utf-8") as handle:
+        for qid, ranked in run.items():
+            for rank, (docid, score) in enumerate(ranked, start=1):
+                handle.write(f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n")
+
+
+def read_trec_run(path: str | Path) -> Run:
+    """Read a TREC run; per question, passages sorted by rank."""
+    path = Path(path)
+    rows: dict[str, list[tuple[int, str, float]]] = {}
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            parts = line.split()
+            if len(parts) != 6:
+                raise InputFileError(path, f"TREC run lines have 6 columns, found {len(parts)}", line_no)
+            qid, _, docid, rank, score, _ = parts
+            try:
+                rows.setdefault(qid, []).append((int(rank), docid, float(score)))
+            except ValueError:
+                raise InputFileError(path, "rank must be an integer and score a number", line_no) from None
+    if not rows:
+        raise InputFileError(path, "empty run file")
+    return {qid: [(d, s) for _, d, s in sorted(r)] for qid, r in rows.items()}
