@@ -1,0 +1,23 @@
+# UMR: unsupervised multilingual dense retrieval via generative pseudo labeling.
+# The method as a DAG: data -> models -> encode -> index -> retrieve -> rerank -> distill
+# (-> next iteration) -> evaluate -> metrics. See README.md for how it maps to the paper.
+from umr.config import validate_for_snakemake
+
+configfile: "config.yaml"
+validate_for_snakemake(config)
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/models.smk"
+include: "rules/encode.smk"
+include: "rules/index.smk"
+include: "rules/retrieve.smk"
+include: "rules/rerank.smk"
+include: "rules/distill.smk"
+include: "rules/evaluate.smk"
+
+
+rule all:
+    input:
+        final_targets(),
+    default_target: True

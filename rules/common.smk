@@ -1,0 +1,197 @@
+# Helpers shared by all rule files: wildcard constraints, path functions, targets.
+# Rules never build paths by hand; they call these functions or use the patterns below.
+import json
+import os
+import re
+import shlex
+
+from umr.lineage import NAME, RETRIEVER_NODE, DistillSpec, Node, RerankSpec, score_cache_sources
+from umr.plan import default_distill, default_rerank, evaluations, planned_reranks
+
+# Stages run as `python -m umr.<stage>`: make that resolve to this checkout in every
+# environment a job may run in (the pip venv, a conda env, a SLURM node).
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
+
+TASKS = ("xor_retrieve", "xor_full")
+SPLITS = ("train", "dev")
+DATASET = config["dataset"]
+RESULTS = f"results/{DATASET}"
+LANGUAGES = config["languages"]
+THREADS = config["resources"]["threads"]
+GPUS = config["resources"]["gpu"]
+PLANNED_RERANKS = planned_reranks(config)
+
+wildcard_constraints:
+    dataset=re.escape(DATASET),
+    task="|".join(TASKS),
+    split="|".join(SPLITS),
+    lang="|".join(LANGUAGES),
+    node=RETRIEVER_NODE,
+    rtag=r"rr-[^/]+",
+    dtag=r"kd-[^/]+",
+    enode=rf"{RETRIEVER_NODE}(?:/rr-[^/]+)?",
+    name=NAME,
+    shard=r"[0-9]+",
+    shards=r"[0-9]+",
+    chunk=r"[0-9]+",
+    chunks=r"[0-9]+",
+
+
+# -- data -------------------------------------------------------------------------------------
+def questions_file(task, split):
+    return f"{RESULTS}/data/{task}/{split}.jsonl"
+
+
+def corpus_file(task):
+    return f"{RESULTS}/data/corpus/{task}.tsv"
+
+
+def offsets_file(task):
+    return f"{RESULTS}/data/corpus/{task}.offsets.npz"
+
+
+def task_questions(wildcards):
+    return questions_file(wildcards.task, wildcards.split)
+
+
+def task_train_questions(wildcards):
+    return questions_file(wildcards.task, "train")
+
+
+def task_corpus(wildcards):
+    return corpus_file(wildcards.task)
+
+
+def task_offsets(wildcards):
+    return offsets_file(wildcards.task)
+
+
+def english_gold(wildcards):
+    """XOR-Full questions that are also in XOR-Retrieve have English answers (Table 7 subsets)."""
+    return questions_file("xor_retrieve", wildcards.split) if wildcards.task == "xor_full" else []
+
+
+def english_gold_option(wildcards, input):
+    return f"--english-gold {input.english_gold}" if input.english_gold else ""
+
+
+# -- models -------------------------------------------------------------------------------------
+def model_dir(name):
+    """Local directory of a named model: built here (toy) or fetched once from the hub."""
+    source = "toy" if "toy" in config["models"][name] else "hub"
+    return f"{RESULTS}/models/{source}/{name}"
+
+
+def toy_model_options(wildcards):
+    """Command-line options of `python -m umr.models` for a tiny model's settings."""
+    model = config["models"][wildcards.name]
+    settings = {**config["toy_models"][model["kind"]], **model["toy"]}
+    return shlex.join(f"--{key.replace('_', '-')}={value}" for key, value in settings.items())
+
+
+def toy_model_kind(wildcards):
+    return config["models"][wildcards.name]["kind"]
+
+
+def retriever_model(wildcards):
+    """The checkpoint of a retriever node: the initial model, or the node's distilled retriever."""
+    node = Node.parse(wildcards.node)
+    if node.iteration == 0:
+        return model_dir(node.root)
+    return f"{RESULTS}/{wildcards.task}/{node.path}/retriever"
+
+
+def reranker_model(wildcards):
+    return model_dir(RerankSpec.parse(wildcards.rtag).reranker)
+
+
+# -- lineage ----------------------------------------------------------------------------------
+def shard_embeddings(wildcards):
+    n = config["retrieval"]["shards"]
+    return [f"{RESULTS}/{wildcards.task}/{wildcards.node}/index/shard-{i}-of-{n}.npy" for i in range(n)]
+
+
+def shard_indexes(wildcards):
+    return [path.removesuffix(".npy") + ".faiss" for path in shard_embeddings(wildcards)]
+
+
+def rerank_chunks(task, rerank_node, split, langs):
+    n = config["umr"]["rerank"]["chunks"]
+    return [f"{RESULTS}/{task}/{rerank_node}/runs/{split}/{lang}.chunk-{c}-of-{n}.trec" for lang in langs for c in range(n)]
+
+
+def rerank_cache(wildcards):
+    """Reranked runs of earlier iterations with the same LM settings: their scores are reused."""
+    node, spec = Node.parse(wildcards.node), RerankSpec.parse(wildcards.rtag)
+    planned = PLANNED_RERANKS
+    sources = [s for s in score_cache_sources(node, spec, default_rerank(config))
+               if (wildcards.task, s, wildcards.split) in planned]
+    return [f for source in sources for f in rerank_chunks(wildcards.task, source, wildcards.split, [wildcards.lang])]
+
+
+def distill_inputs(wildcards):
+    return rerank_chunks(wildcards.task, f"{wildcards.node}/{wildcards.rtag}", "train", LANGUAGES)
+
+
+def distill_options(wildcards):
+    """Command-line options of `python -m umr.distill` for the settings in a `kd-` tag."""
+    spec = DistillSpec.parse(wildcards.dtag)
+    options = [
+        f"--temperature={spec.temperature}",
+        f"--batch-size={spec.batch_size}",
+        f"--passages-per-question={spec.passages_per_question}",
+        f"--epochs={spec.epochs}",
+        f"--learning-rate={spec.learning_rate}",
+        f"--warmup-steps={spec.warmup_steps}",
+        f"--max-grad-norm={spec.max_grad_norm}",
+        f"--seed={spec.seed}",
+    ]
+    options += [] if spec.in_batch_negatives else ["--no-in-batch-negatives"]
+    options += ["--negate-teacher"] if spec.negate_teacher else []
+    return " ".join(options)
+
+
+def grad_cache_options(settings):
+    if not settings["grad_cache"]:
+        return ""
+    return (f"--grad-cache --query-chunk-size={settings['query_chunk_size']} "
+            f"--passage-chunk-size={settings['passage_chunk_size']}")
+
+
+def rerank_spec(wildcards):
+    return RerankSpec.parse(wildcards.rtag)
+
+
+def rerank_top_k(wildcards):
+    return RerankSpec.parse(wildcards.rtag).top_k
+
+
+def evaluated_runs(wildcards):
+    """The run(s) an evaluation scores: a retriever's run, or all chunks of a reranking."""
+    enode = wildcards.enode
+    if enode.rsplit("/", 1)[-1].startswith(RerankSpec.PREFIX):
+        return rerank_chunks(wildcards.task, enode, wildcards.split, LANGUAGES)
+    return f"{RESULTS}/{wildcards.task}/{enode}/runs/{wildcards.split}.trec"
+
+
+# -- targets ----------------------------------------------------------------------------------
+def evaluation_files():
+    return [f"{RESULTS}/{e.task}/{e.node}/eval/{e.split}.csv" for e in evaluations(config)]
+
+
+def display_names():
+    return [f"{name}={model.get('display', name)}" for name, model in config["models"].items()]
+
+
+def final_targets():
+    return [f"{RESULTS}/metrics.csv"]
+
+
+# -- resources ---------------------------------------------------------------------------------
+def runtime_minutes(base):
+    """Runtime request that doubles with each retry (a job killed at its limit gets more time)."""
+
+    def runtime(wildcards, attempt):
+        return base * 2 ** (attempt - 1)
+
+    return runtime

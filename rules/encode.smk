@@ -1,0 +1,29 @@
+# Stage: encode. Each corpus shard is embedded by the node's passage encoder (a GPU job).
+
+
+rule encode_corpus:
+    input:
+        model=retriever_model,
+        corpus=task_corpus,
+        offsets=task_offsets,
+    output:
+        "results/{dataset}/{task}/{node}/index/shard-{shard}-of-{shards}.npy",
+    params:
+        max_length=config["retrieval"]["max_length"],
+        batch_size=config["retrieval"]["batch_size"],
+        fp16="--fp16" if config["retrieval"]["fp16_embeddings"] else "",
+    log:
+        "results/{dataset}/{task}/{node}/logs/encode_corpus.shard-{shard}-of-{shards}.log",
+    benchmark:
+        "results/{dataset}/{task}/{node}/benchmarks/encode_corpus.shard-{shard}-of-{shards}.tsv"
+    threads: THREADS
+    resources:
+        gpu=GPUS,
+        mem_mb=8000,
+        runtime=runtime_minutes(120),
+    conda:
+        "../envs/umr.yaml"
+    shell:
+        "python -m umr.encode --retriever {input.model} --corpus {input.corpus} --offsets {input.offsets} "
+        "--shard {wildcards.shard} --num-shards {wildcards.shards} --max-length {params.max_length} "
+        "--batch-size {params.batch_size} {params.fp16} --threads {threads} --out {output} > {log} 2>&1"

@@ -1,0 +1,36 @@
+# Stage 1 of UMR: unsupervised multilingual reranking. Per language (and chunk of its
+# questions), a frozen LM scores each question's top-k by log p(question | passage).
+
+
+rule rerank:
+    input:
+        run="results/{dataset}/{task}/{node}/runs/{split}.trec",
+        questions=task_questions,
+        corpus=task_corpus,
+        offsets=task_offsets,
+        model=reranker_model,
+        cache=rerank_cache,
+    output:
+        "results/{dataset}/{task}/{node}/{rtag}/runs/{split}/{lang}.chunk-{chunk}-of-{chunks}.trec",
+    params:
+        spec=rerank_spec,
+        batch_tokens=config["umr"]["rerank"]["batch_tokens"],
+        dtype=config["umr"]["rerank"]["dtype"],
+    log:
+        "results/{dataset}/{task}/{node}/{rtag}/logs/rerank.{split}.{lang}.chunk-{chunk}-of-{chunks}.log",
+    benchmark:
+        "results/{dataset}/{task}/{node}/{rtag}/benchmarks/rerank.{split}.{lang}.chunk-{chunk}-of-{chunks}.tsv"
+    threads: THREADS
+    resources:
+        gpu=GPUS,
+        mem_mb=32000,
+        runtime=runtime_minutes(240),
+    conda:
+        "../envs/umr.yaml"
+    shell:
+        "python -m umr.rerank --model {input.model} --template {params.spec.template} "
+        "--aggregation {params.spec.aggregation} --top-k {params.spec.top_k} --run {input.run} "
+        "--questions {input.questions} --lang {wildcards.lang} --corpus {input.corpus} "
+        "--offsets {input.offsets} --cache {input.cache} --chunk {wildcards.chunk} "
+        "--num-chunks {wildcards.chunks} --batch-tokens {params.batch_tokens} --dtype {params.dtype} "
+        "--threads {threads} --out {output} > {log} 2>&1"

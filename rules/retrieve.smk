@@ -1,0 +1,31 @@
+# Stage: retrieve. Top-k passages of every question of a split (all languages), searched
+# shard by shard and merged exactly, as a TREC run.
+
+
+rule retrieve:
+    input:
+        model=retriever_model,
+        questions=task_questions,
+        index=shard_indexes,
+        offsets=task_offsets,
+    output:
+        "results/{dataset}/{task}/{node}/runs/{split}.trec",
+    params:
+        languages=LANGUAGES,
+        top_k=config["retrieval"]["top_k"],
+        max_length=config["retrieval"]["max_length"],
+        batch_size=config["retrieval"]["batch_size"],
+        gpu_search="--gpu-search" if config["retrieval"]["gpu_search"] else "",
+    log:
+        "results/{dataset}/{task}/{node}/logs/retrieve.{split}.log",
+    threads: THREADS
+    resources:
+        mem_mb=16000,
+        runtime=runtime_minutes(60),
+    conda:
+        "../envs/umr.yaml"
+    shell:
+        "python -m umr.retrieve --retriever {input.model} --questions {input.questions} "
+        "--languages {params.languages} --index {input.index} --offsets {input.offsets} "
+        "--top-k {params.top_k} --max-length {params.max_length} --batch-size {params.batch_size} "
+        "{params.gpu_search} --threads {threads} --out {output} > {log} 2>&1"

@@ -1,0 +1,95 @@
+"""Stage 1 (reranking): batched scores equal a one-pair-at-a-time reference."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from umr.corpus import Corpus
+from umr.errors import UMRError
+from umr.records import Question, read_questions, write_trec_run
+from umr.rerank import TEMPLATES, Reranker, load_cache, rerank_run
+
+
+@pytest.fixture(scope="module")
+def pairs(mini_data):
+    questions = read_questions(mini_data["xor_retrieve_dev"])
+    with Corpus(mini_data["corpus_xor_retrieve"]) as corpus:
+        passages = corpus.by_rows(range(12))
+    rng = random.Random(0)
+    return [(rng.choice(questions), p) for p in passages for _ in range(2)]
+
+
+def reference_scores(reranker: Reranker, pairs) -> np.ndarray:
+    """One pair at a time, unpadded, scored by the model's own loss (mean token NLL)."""
+    out = []
+    for q, p in pairs:
+        enc = reranker.tokenizer(reranker.encoder_text(p, q.lang), return_tensors="pt", truncation=True, max_length=512)
+        labels = reranker.tokenizer(reranker.label_text(q), return_tensors="pt", truncation=True, max_length=128).input_ids
+        with torch.no_grad():
+            loss = reranker.model(**enc, labels=labels).loss.item()
+        out.append(-loss if reranker.aggregation == "mean" else -loss * labels.shape[1])
+    return np.array(out)
+
+
+@pytest.mark.parametrize("aggregation", ["mean", "sum"])
+def test_batched_scores_equal_one_pair_at_a_time(tiny_lm, pairs, aggregation):
+    reranker = Reranker(str(tiny_lm), aggregation=aggregation, batch_tokens=4096)
+    batched = reranker.score(pairs, progress=False)
+    np.testing.assert_allclose(batched, reference_scores(reranker, pairs), atol=1e-4, rtol=0)
+
+
+def test_scores_do_not_depend_on_batch_composition_or_order(tiny_lm, pairs):
+    reranker = Reranker(str(tiny_lm), batch_tokens=100_000)
+    all_at_once = reranker.score(pairs, progress=False)
+    shuffled = list(range(len(pairs)))
+    random.Random(1).shuffle(shuffled)
+    small_batches = Reranker(str(tiny_lm), batch_tokens=300)
+    reordered = small_batches.score([pairs[i] for i in shuffled], progress=False)
+    np.testing.assert_allclose(reordered, all_at_once[shuffled], atol=1e-4, rtol=0)
+
+
+def test_official_template_is_the_official_codes_format():
+    reranker = Reranker.__new__(Reranker)
+    reranker.template = TEMPLATES["official"]
+    from umr.records import Passage
+
+    text = reranker.encoder_text(Passage("1", "Title", "Some text"), "ja")
+    assert text == "Passage:  Title Some text. Please write a question based on this passage in Japanese."
+    assert reranker.label_text(Question("q", "何ですか", "ja")) == "Question: 何ですか"
+
+
+def test_rerank_run_sorts_by_lm_score_and_reuses_cached_pairs(tiny_lm, mini_data, tmp_path):
+    questions = read_questions(mini_data["xor_retrieve_dev"])[:2]
+    with Corpus(mini_data["corpus_xor_retrieve"]) as corpus:
+        ids = [p.id for p in corpus.by_rows(range(6))]
+        run = {q.id: [(d, 0.0) for d in ids] for q in questions}
+        reranker = Reranker(str(tiny_lm))
+        reranked = rerank_run(reranker, questions, run, corpus, top_k=4)
+        for ranked in reranked.values():
+            assert len(ranked) == 4 and {d for d, _ in ranked} == set(ids[:4])
+            assert [s for _, s in ranked] == sorted((s for _, s in ranked), reverse=True)
+        write_trec_run(tmp_path / "cache.trec", reranked, "rr")
+        cache = load_cache([tmp_path / "cache.trec"])
+        # A cached score is used as is: poison one and it must come back unchanged.
+        key = next(iter(cache))
+        cache[key] = 123.0
+        again = rerank_run(reranker, questions, run, corpus, top_k=4, cache=cache)
+        assert dict(again[key[0]])[key[1]] == 123.0
+        others = {(q, d): s for q, r in again.items() for d, s in r if (q, d) != key}
+        assert others == pytest.approx({(q, d): s for q, r in reranked.items() for d, s in r if (q, d) != key}, abs=1e-6)
+
+
+def test_non_finite_scores_fail_loudly(tiny_lm, pairs, monkeypatch):
+    reranker = Reranker(str(tiny_lm))
+    monkeypatch.setattr(reranker, "score_batch", lambda s, l: np.full(len(s), np.nan))
+    with pytest.raises(UMRError, match="non-finite"):
+        reranker.score(pairs[:3], progress=False)
+
+
+def test_missing_model_directory_is_a_one_line_error(tmp_path):
+    with pytest.raises(UMRError, match="reranker model directory not found"):
+        Reranker(str(tmp_path / "nope"))

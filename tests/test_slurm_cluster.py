@@ -1,0 +1,336 @@
+"""End-to-end tests of the SLURM profiles on a real single-node SLURM cluster.
+
+The session fixture ``slurm_cluster`` starts munged + slurmctld + slurmd with
+``tests/slurm/cluster.sh start`` (installing Debian's slurm-wlm with apt-get if
+needed) and stops them again at the end of the session, also when tests fail.
+A cluster that was already running before the session is reused and left running.
+
+Needs root or passwordless sudo (skipped otherwise). Run only these tests with
+
+    pytest -m slurm tests/test_slurm_cluster.py
+
+To run the real pipeline through SLURM, call ``run_snakemake_on_slurm`` (see
+``test_toy_pipeline_on_slurm``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CLUSTER_SH = REPO / "tests" / "slurm" / "cluster.sh"
+TEST_PROFILE = REPO / "tests" / "slurm" / "profile"
+SITE_PROFILE = REPO / "slurm"
+DUMMY_SNAKEFILE = REPO / "tests" / "slurm" / "dummy" / "Snakefile"
+
+# Polling settings that make the site profile usable on the test cluster
+# (its defaults wait 40 s before the first status check).
+FAST_POLLING = (
+    "--slurm-init-seconds-before-status-checks", "1",
+    "--seconds-between-status-checks", "1",
+)
+
+
+def _can_manage_cluster() -> str | None:
+    """Return why the cluster cannot be started here, or None if it can."""
+    if not sys.platform.startswith("linux"):
+        return "the test cluster needs Linux"
+    if os.geteuid() != 0:
+        if shutil.which("sudo") is None:
+            return "needs root or passwordless sudo"
+        if subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode != 0:
+            return "needs root or passwordless sudo"
+    if shutil.which("slurmctld", path=os.environ.get("PATH", "") + ":/usr/sbin") is None \
+            and shutil.which("apt-get") is None:
+        return "SLURM is not installed and apt-get is not available to install it"
+    return None
+
+
+def _cluster(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(CLUSTER_SH), *args],
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@dataclass
+class SlurmCluster:
+    """The running test cluster: the environment its clients need."""
+
+    env: dict[str, str]
+    started_here: bool
+
+    def logs(self) -> str:
+        return _cluster("logs", timeout=30).stderr
+
+
+@contextlib.contextmanager
+def _session_lock(timeout: float = 3600):
+    """Serialise pytest sessions that use the cluster (one machine, one cluster):
+    otherwise one session's teardown would stop the cluster under another."""
+    state_dir = os.environ.get("UMR_SLURM_DIR", "/tmp/umr-slurm")
+    with open(f"{state_dir}.pytest.lock", "a") as fh:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"another pytest session held {fh.name} for {timeout} s")
+                time.sleep(2)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    reason = _can_manage_cluster()
+    if reason:
+        pytest.skip(reason)
+    with _session_lock():
+        yield from _cluster_session()
+
+
+def _cluster_session():
+    already = _cluster("status", timeout=60).returncode == 0
+    if not already:
+        t = time.monotonic()
+        proc = _cluster("start")
+        if proc.returncode != 0:
+            pytest.fail(
+                f"cluster.sh start failed (exit {proc.returncode}):\n"
+                f"{proc.stdout}\n{proc.stderr}",
+                pytrace=False,
+            )
+        print(f"SLURM test cluster started in {time.monotonic() - t:.1f} s")
+    env_line = _cluster("env", timeout=30).stdout.strip()
+    m = re.fullmatch(r"export SLURM_CONF=(\S+)", env_line)
+    assert m, f"unexpected `cluster.sh env` output: {env_line!r}"
+    env = dict(os.environ, SLURM_CONF=m.group(1))
+    # never let a surrounding SLURM job or sbatch defaults leak into the runs
+    for key in list(env):
+        if key.startswith(("SLURM_JOB", "SBATCH_", "SRUN_")):
+            del env[key]
+    try:
+        yield SlurmCluster(env=env, started_here=not already)
+    finally:
+        if not already:
+            proc = _cluster("stop", timeout=120)
+            assert proc.returncode == 0, (
+                f"cluster.sh stop failed (exit {proc.returncode}):\n{proc.stderr}"
+            )
+
+
+def run_snakemake_on_slurm(
+    cluster: SlurmCluster,
+    snakefile: Path,
+    directory: Path,
+    configfile: Path | None = None,
+    *,
+    targets: tuple[str, ...] = (),
+    profile: Path = TEST_PROFILE,
+    extra_args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    timeout: float = 1800,
+) -> subprocess.CompletedProcess:
+    """Run Snakemake through the test cluster and fail with its logs on error.
+
+    ``snakefile``/``configfile`` may be the real pipeline's (``REPO / "Snakefile"``,
+    ``REPO / "config.yaml"``); ``directory`` is the working directory (outputs,
+    .snakemake/, and SLURM job logs in .snakemake/slurm_logs/); ``targets`` are
+    files or rule names (default: the first rule). Returns the finished process
+    with ``.elapsed`` (seconds) added.
+    """
+    cmd = [
+        sys.executable, "-m", "snakemake",
+        "--snakefile", str(snakefile),
+        "--directory", str(directory),
+        "--profile", str(profile),
+    ]
+    if configfile is not None:
+        cmd += ["--configfile", str(configfile)]
+    cmd += list(extra_args)
+    cmd += list(targets)
+    # Jobs inherit the submitting environment (sbatch --export=ALL), so put this
+    # interpreter's bin/ first on PATH, as an activated venv would: the rules'
+    # `python -m umr...` must find the same environment inside the jobs.
+    bindir = str(Path(sys.executable).parent)
+    run_env = dict(cluster.env, **(env or {}))
+    run_env["PATH"] = os.pathsep.join([bindir, run_env.get("PATH", "")])
+    if Path(sys.prefix, "pyvenv.cfg").exists():
+        run_env["VIRTUAL_ENV"] = sys.prefix
+    t = time.monotonic()
+    with subprocess.Popen(
+        cmd, cwd=REPO, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    ) as popen:
+        try:
+            stdout, stderr = popen.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            # SIGTERM first: snakemake then scancels its SLURM jobs
+            popen.terminate()
+            try:
+                stdout, stderr = popen.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                popen.kill()
+                stdout, stderr = popen.communicate()
+            pytest.fail(
+                f"snakemake did not finish within {timeout} s (a hang after the jobs "
+                f"end means the status command cannot see finished jobs):\n"
+                f"{stderr[-5000:]}\n{cluster.logs()}",
+                pytrace=False,
+            )
+    proc = subprocess.CompletedProcess(cmd, popen.returncode, stdout, stderr)
+    proc.elapsed = time.monotonic() - t  # type: ignore[attr-defined]
+    if proc.returncode != 0:
+        job_logs = ""
+        for log in sorted(Path(directory, ".snakemake", "slurm_logs").rglob("*.log"))[-4:]:
+            job_logs += f"\n----- {log} -----\n{log.read_text(errors='replace')[-3000:]}"
+        pytest.fail(
+            f"snakemake exited with {proc.returncode} after {proc.elapsed:.0f} s\n"
+            f"$ {' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-8000:]}"
+            f"{job_logs}\n{cluster.logs()}",
+            pytrace=False,
+        )
+    return proc
+
+
+def _kv(path: Path) -> dict[str, str]:
+    return dict(
+        line.split("=", 1) for line in path.read_text().splitlines() if "=" in line
+    )
+
+
+@pytest.mark.slurm
+def test_dummy_workflow_runs_on_slurm(slurm_cluster, tmp_path):
+    """The test profile runs a CPU job and a `gpu=1` job as real SLURM jobs."""
+    workdir = tmp_path / "dummy"
+    proc = run_snakemake_on_slurm(slurm_cluster, DUMMY_SNAKEFILE, workdir)
+
+    prep = _kv(workdir / "out" / "prepare.txt")
+    gpu = _kv(workdir / "out" / "gpu.txt")
+    assert prep["job_id"].isdigit(), prep  # ran inside a SLURM job
+    assert prep["partition"] == "local"
+    assert gpu["gpu_job_id"].isdigit() and gpu["gpu_job_id"] != prep["job_id"], gpu
+    assert gpu["TresPerJob"] == "gres:gpu:1", gpu  # the gpu resource reached sbatch
+    assert gpu["cuda_visible_devices"] != "unset", gpu  # and slurmd allocated the GPU
+    assert gpu["TimeLimit"] == "00:10:00", gpu  # runtime=lambda wc, attempt: 10 * attempt
+    assert (workdir / "benchmarks" / "gpu_step.tsv").exists()
+    assert list((workdir / ".snakemake" / "slurm_logs").rglob("*.log"))
+    # With the default polling this takes minutes; the test profile polls fast.
+    assert proc.elapsed < 120, f"took {proc.elapsed:.0f} s"
+
+
+@pytest.mark.slurm
+def test_site_profile_on_local_cluster(slurm_cluster, tmp_path):
+    """slurm/config.yaml works on a cluster without accounting, with retries.
+
+    Site settings come from the environment as users set them; the optional
+    `flaky` rule fails on its first attempt, so the retry must get the
+    attempt-dependent runtime (2 x 5 min).
+    """
+    workdir = tmp_path / "site"
+    run_snakemake_on_slurm(
+        slurm_cluster, DUMMY_SNAKEFILE, workdir,
+        profile=SITE_PROFILE,
+        extra_args=(*FAST_POLLING, "--config", "flaky=1"),
+        env={"UMR_SLURM_PARTITION": "local", "UMR_SLURM_STATUS_COMMAND": "squeue",
+             "UMR_SLURM_ACCOUNT": "", "UMR_SLURM_GPU_PARTITION": "",
+             "UMR_SLURM_GPU_MODEL": ""},
+    )
+    flaky = _kv(workdir / "out" / "flaky.txt")
+    assert flaky["attempt_marker"] == "second", flaky
+    assert flaky["TimeLimit"] == "00:10:00", flaky
+    assert _kv(workdir / "out" / "gpu.txt")["TresPerJob"] == "gres:gpu:1"
+
+
+def test_site_profile_parses_with_site_settings(tmp_path):
+    """`snakemake --profile slurm` reads the site settings from the environment.
+
+    Dry run only: needs no cluster.
+    """
+    env = dict(
+        os.environ,
+        UMR_SLURM_ACCOUNT="id",  # a Python builtin's name must stay a string
+        UMR_SLURM_PARTITION="cpu-part",
+        UMR_SLURM_GPU_PARTITION="gpu-part",
+        UMR_SLURM_GPU_MODEL="a100",
+        UMR_SLURM_STATUS_COMMAND="squeue",
+    )
+    snakefile = tmp_path / "Snakefile"
+    snakefile.write_text(
+        "rule all:\n    input: 'e.txt', 'c.txt'\n"
+        "rule encode_corpus:\n    output: 'e.txt'\n"
+        "    resources: gpu=1, runtime=lambda wc, attempt: 7 * attempt\n"
+        "    shell: 'touch {output}'\n"
+        "rule cpu_rule:\n    output: 'c.txt'\n    shell: 'touch {output}'\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--profile", "slurm", "-n",
+         "-s", str(snakefile), "--directory", str(tmp_path)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    res = {
+        rule: line
+        for rule, line in re.findall(r"rule (\w+):.*?\n\s+resources: ([^\n]*)", out, re.S)
+    }
+    assert "slurm_account=id," in res["cpu_rule"] and "slurm_partition=cpu-part" in res["cpu_rule"]
+    enc = res["encode_corpus"]
+    for expected in ("slurm_partition=gpu-part", "gpu=1", "gpu_model=a100", "runtime=7"):
+        assert expected in enc, enc
+
+
+@pytest.mark.slurm
+@pytest.mark.dag
+def test_toy_pipeline_on_slurm(slurm_cluster, tmp_path):
+    """The real pipeline on the toy config, every job through SLURM.
+
+    Opt-in (UMR_TEST_TOY_ON_SLURM=1): each SLURM job costs >= ~12 s of polling
+    latency plus a Snakemake start-up inside the job, and the full toy DAG has
+    ~125 jobs; on a 2-core machine 31 of them took 25 min. Extra arguments (e.g.
+    targets, `--until rerank`, `--config ...`) via UMR_TEST_TOY_ON_SLURM_ARGS.
+    """
+    if os.environ.get("UMR_TEST_TOY_ON_SLURM") != "1":
+        pytest.skip("set UMR_TEST_TOY_ON_SLURM=1 to run the toy DAG through SLURM")
+    snakefile, configfile = REPO / "Snakefile", REPO / "config.yaml"
+    if not snakefile.exists() or not configfile.exists():
+        pytest.skip("pipeline Snakefile/config.yaml not written yet")
+    workdir = tmp_path / "toy"
+    extra = tuple(shlex.split(os.environ.get("UMR_TEST_TOY_ON_SLURM_ARGS", "")))
+    run_snakemake_on_slurm(
+        slurm_cluster, snakefile, workdir, configfile, extra_args=extra, timeout=4 * 3600,
+    )
+    # TODO(pipeline): assert on the final outputs, e.g.
+    # assert (workdir / "results" / "toy" / "metrics.csv").exists()
+
+
+def test_site_profile_parses_without_site_settings(tmp_path):
+    """With no UMR_SLURM_*/SBATCH_* set the profile still parses (no empty set-resources)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("UMR_SLURM_", "SBATCH_"))}
+    snakefile = tmp_path / "Snakefile"
+    snakefile.write_text("rule encode_corpus:\n    output: 'e.txt'\n    shell: 'touch {output}'\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--profile", "slurm", "-n",
+         "-s", str(snakefile), "--directory", str(tmp_path)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "slurm_partition" not in proc.stdout and "slurm_account" not in proc.stdout

@@ -1,0 +1,292 @@
+"""Stage 2 of UMR: knowledge-distilled retriever training.
+
+The student (query and passage encoders, initialised from this iteration's
+retriever) learns the reranker's distribution over each question's passages:
+
+- every step takes b questions and, for each, n passages sampled at random from
+  its reranked top-k (as the official code does), giving S = Q·Cᵀ of shape b × b·n;
+- teacher: softmax(score / τ) over the question's own n passages; with in-batch
+  negatives the other questions' passages get probability 0 (the official code
+  puts log-prob -1000 there), without them the softmaxes run over own passages only;
+- student: log_softmax over all b·n passages (own n without in-batch negatives);
+- loss: KL(teacher ‖ student) averaged over the batch (`batchmean`, log targets).
+
+AdamW (eps 1e-8, no weight decay), linear warmup then linear decay, gradient-norm
+clipping, dropout on, a fixed seed. The gradient cache (Gao et al., 2021) computes
+the same gradients as the full batch in chunks, to fit 16 × 16 passages on a GPU.
+Training reads questions through `read_questions`, which has no answers: UMR never
+sees answers or gold passages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from umr.corpus import Corpus
+from umr.encode import DualEncoder, device_for, embed, pad_batch
+from umr.errors import UMRError
+from umr.io import atomic_dir, log, run_cli, seed_everything, set_threads
+from umr.records import Passage, Question, read_questions, read_trec_run
+
+# Log-probability given to other questions' passages (official code): exp(-1000) == 0.
+IN_BATCH_LOG_PROB = -1000.0
+
+
+@dataclass(frozen=True)
+class DistillSettings:
+    temperature: float = 0.1
+    batch_size: int = 16
+    passages_per_question: int = 16
+    in_batch_negatives: bool = True
+    epochs: int = 10
+    learning_rate: float = 2e-5
+    warmup_steps: int = 1237
+    max_grad_norm: float = 2.0
+    max_length: int = 256
+    seed: int = 12345
+    negate_teacher: bool = False  # control run: the teacher's preferences reversed
+    grad_cache: bool = False
+    query_chunk_size: int = 16
+    passage_chunk_size: int = 8
+
+
+def teacher_log_probs(scores: torch.Tensor, temperature: float, in_batch_negatives: bool) -> torch.Tensor:
+    """Teacher log-distribution: [b, n] scores -> [b, b·n] (in-batch) or [b, n] log-probs."""
+    own = F.log_softmax(scores / temperature, dim=-1)
+    if not in_batch_negatives:
+        return own
+    b, n = scores.shape
+    full = torch.full((b, b * n), IN_BATCH_LOG_PROB, dtype=own.dtype, device=own.device)
+    for i in range(b):
+        full[i, i * n : (i + 1) * n] = own[i]
+    return full
+
+
+def student_log_probs(query_reps: torch.Tensor, passage_reps: torch.Tensor, n: int, in_batch_negatives: bool) -> torch.Tensor:
+    """Student log-distribution from [b, d] queries and [b·n, d] passages (question i owns rows i·n..i·n+n-1)."""
+    scores = query_reps @ passage_reps.T
+    if in_batch_negatives:
+        return F.log_softmax(scores, dim=-1)
+    b = query_reps.shape[0]
+    own = scores.view(b, b, n)[torch.arange(b), torch.arange(b)]
+    return F.log_softmax(own, dim=-1)
+
+
+def distillation_loss(query_reps: torch.Tensor, passage_reps: torch.Tensor, teacher_scores: torch.Tensor,
+                      temperature: float, in_batch_negatives: bool) -> torch.Tensor:
+    """KL(teacher ‖ student), averaged over the questions of the batch."""
+    n = teacher_scores.shape[1]
+    student = student_log_probs(query_reps, passage_reps, n, in_batch_negatives)
+    teacher = teacher_log_probs(teacher_scores, temperature, in_batch_negatives)
+    return F.kl_div(student, teacher, reduction="batchmean", log_target=True)
+
+
+@dataclass
+class TrainingExample:
+    question: Question
+    passages: list[str]  # ids of the reranked top-k, best first
+    scores: list[float]
+
+
+def load_examples(questions: Sequence[Question], runs: Sequence[str | Path], top_k: int, n: int) -> list[TrainingExample]:
+    reranked = {}
+    for path in runs:
+        reranked.update(read_trec_run(path))
+    examples = []
+    for q in questions:
+        if q.id not in reranked:
+            raise UMRError(f"training question {q.id} has no reranked passages in {', '.join(map(str, runs))}")
+        ranked = reranked[q.id][:top_k]
+        if len(ranked) < n:
+            raise UMRError(f"question {q.id} has {len(ranked)} reranked passages, fewer than passages_per_question {n}")
+        examples.append(TrainingExample(q, [d for d, _ in ranked], [s for _, s in ranked]))
+    return examples
+
+
+@contextmanager
+def _rng_replay(state: dict | None) -> Iterator[dict]:
+    """Capture (state None) or restore the RNG state so a re-forward draws the same dropout."""
+    if state is None:
+        state = {"cpu": torch.random.get_rng_state(),
+                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    else:
+        torch.random.set_rng_state(state["cpu"])
+        if state["cuda"] is not None:
+            torch.cuda.set_rng_state_all(state["cuda"])
+    yield state
+
+
+class Distiller:
+    """One distillation run: data order, optimiser and schedule are all seeded."""
+
+    def __init__(self, encoder: DualEncoder, examples: list[TrainingExample], passages: dict[str, Passage],
+                 settings: DistillSettings, device: torch.device):
+        self.encoder, self.examples, self.passages, self.s, self.device = encoder, examples, passages, settings, device
+        if len(examples) < settings.batch_size:
+            raise UMRError(f"{len(examples)} training questions, fewer than batch_size {settings.batch_size}")
+        self.steps_per_epoch = len(examples) // settings.batch_size  # the last partial batch is dropped
+        self.total_steps = self.steps_per_epoch * settings.epochs
+        params = list(encoder.query_model.parameters()) + list(encoder.passage_model.parameters())
+        self.params = params
+        self.optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, eps=1e-8, weight_decay=0.0)
+        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, min(settings.warmup_steps, self.total_steps),
+                                                         self.total_steps)
+        self.rng = random.Random(settings.seed)
+
+    def batches(self) -> Iterator[tuple[list[str], list[Passage], torch.Tensor]]:
+        """(question texts, b·n passages, [b, n] teacher scores) per step, epoch after epoch."""
+        s = self.s
+        for _ in range(s.epochs):
+            order = list(range(len(self.examples)))
+            self.rng.shuffle(order)
+            for step in range(self.steps_per_epoch):
+                batch = [self.examples[i] for i in order[step * s.batch_size : (step + 1) * s.batch_size]]
+                texts, passages, scores = [], [], []
+                for ex in batch:
+                    picked = self.rng.sample(range(len(ex.passages)), s.passages_per_question)
+                    texts.append(ex.question.text)
+                    passages.extend(self.passages[ex.passages[j]] for j in picked)
+                    scores.append([ex.scores[j] for j in picked])
+                teacher = torch.tensor(scores, dtype=torch.float32)
+                yield texts, passages, (-teacher if s.negate_teacher else teacher)
+
+    def _tensors(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        input_ids, mask = pad_batch(ids, self.encoder.tokenizer.pad_token_id)
+        return input_ids.to(self.device), mask.to(self.device)
+
+    def step_gradients(self, texts: list[str], passages: list[Passage], teacher: torch.Tensor) -> float:
+        """Accumulate this step's gradients into the parameters; returns the loss."""
+        s, enc = self.s, self.encoder
+        q_ids, p_ids = enc.tokenize_questions(texts), enc.tokenize_passages(passages)
+        teacher = teacher.to(self.device)
+        if not s.grad_cache:
+            q = embed(enc.query_model, *self._tensors(q_ids))
+            p = embed(enc.passage_model, *self._tensors(p_ids))
+            loss = distillation_loss(q, p, teacher, s.temperature, s.in_batch_negatives)
+            loss.backward()
+            return loss.item()
+        return self._grad_cache_step(q_ids, p_ids, teacher)
+
+    def _grad_cache_step(self, q_ids: list[list[int]], p_ids: list[list[int]], teacher: torch.Tensor) -> float:
+        """Gradient cache: representations without graph, loss gradient w.r.t. them, chunked re-forward."""
+        s, enc = self.s, self.encoder
+        plan = [(enc.query_model, q_ids, s.query_chunk_size), (enc.passage_model, p_ids, s.passage_chunk_size)]
+        reps, states = [], []
+        for model, ids, size in plan:
+            chunks, chunk_states = [], []
+            for start in range(0, len(ids), size):
+                with _rng_replay(None) as state, torch.no_grad():
+                    chunks.append(embed(model, *self._tensors(ids[start : start + size])))
+                chunk_states.append(state)
+            reps.append(torch.cat(chunks).requires_grad_())
+            states.append(chunk_states)
+        loss = distillation_loss(reps[0], reps[1], teacher, s.temperature, s.in_batch_negatives)
+        loss.backward()
+        for (model, ids, size), rep, chunk_states in zip(plan, reps, states):
+            for k, start in enumerate(range(0, len(ids), size)):
+                with _rng_replay(chunk_states[k]):
+                    fresh = embed(model, *self._tensors(ids[start : start + size]))
+                fresh.backward(gradient=rep.grad[start : start + size])
+        return loss.item()
+
+    def train(self) -> list[float]:
+        enc, s = self.encoder, self.s
+        enc.query_model.train()
+        enc.passage_model.train()
+        losses = []
+        bar = tqdm(total=self.total_steps, desc="distill", unit="step", mininterval=10)
+        for step, (texts, passages, teacher) in enumerate(self.batches(), start=1):
+            loss = self.step_gradients(texts, passages, teacher)
+            torch.nn.utils.clip_grad_norm_(self.params, s.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            losses.append(loss)
+            bar.update(1)
+            if step % max(1, self.steps_per_epoch) == 0 or step == self.total_steps:
+                epoch_losses = losses[-self.steps_per_epoch:]
+                log.info("epoch %d/%d (step %d) mean loss %.4f", step // max(1, self.steps_per_epoch), s.epochs,
+                         step, sum(epoch_losses) / len(epoch_losses))
+        bar.close()
+        return losses
+
+
+def distill(student: str, questions_file: str | Path, runs: Sequence[str | Path], corpus: Corpus,
+            settings: DistillSettings, top_k: int, out_dir: str | Path, languages: Sequence[str] | None = None,
+            device: str = "auto") -> list[float]:
+    """Train a retriever from `student` on reranked runs; writes a retriever directory."""
+    seed_everything(settings.seed)
+    questions = read_questions(questions_file, languages)
+    examples = load_examples(questions, runs, top_k, settings.passages_per_question)
+    needed = sorted({d for ex in examples for d in ex.passages})
+    passages = dict(zip(needed, corpus.get_many(needed)))
+    encoder = DualEncoder.load(student, settings.max_length)
+    dev = device_for(device)
+    encoder.query_model.to(dev)
+    encoder.passage_model.to(dev)
+    log.info("distilling %d questions x %d passages (top-%d), %s", len(examples), settings.passages_per_question,
+             top_k, json.dumps(asdict(settings)))
+    losses = Distiller(encoder, examples, passages, settings, dev).train()
+    with atomic_dir(out_dir) as tmp:
+        encoder.save(tmp)
+        (tmp / "distill_settings.json").write_text(json.dumps(asdict(settings) | {"student": student, "top_k": top_k},
+                                                              indent=2) + "\n")
+    return losses
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m umr.distill", description="Distil a reranker into a dense retriever.")
+    p.add_argument("--student", required=True, help="retriever to start from (hub name or directory)")
+    p.add_argument("--questions", required=True, help="training questions (XOR-TyDi JSONL; answers are never read)")
+    p.add_argument("--languages", nargs="+", help="allowed question languages")
+    p.add_argument("--reranked", nargs="+", required=True, help="reranked TREC runs covering the training questions")
+    p.add_argument("--corpus", required=True)
+    p.add_argument("--offsets", required=True)
+    p.add_argument("--top-k", type=int, required=True, help="reranked passages per question to sample from")
+    p.add_argument("--temperature", type=float, default=0.1)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--passages-per-question", type=int, default=16)
+    p.add_argument("--no-in-batch-negatives", dest="in_batch_negatives", action="store_false")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--learning-rate", type=float, default=2e-5)
+    p.add_argument("--warmup-steps", type=int, default=1237)
+    p.add_argument("--max-grad-norm", type=float, default=2.0)
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--seed", type=int, default=12345)
+    p.add_argument("--negate-teacher", action="store_true", help="control: reverse the teacher's preferences")
+    p.add_argument("--grad-cache", action="store_true")
+    p.add_argument("--query-chunk-size", type=int, default=16)
+    p.add_argument("--passage-chunk-size", type=int, default=8)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", required=True, help="output retriever directory")
+    return p
+
+
+def _main(args: argparse.Namespace) -> None:
+    set_threads(args.threads)
+    settings = DistillSettings(
+        temperature=args.temperature, batch_size=args.batch_size, passages_per_question=args.passages_per_question,
+        in_batch_negatives=args.in_batch_negatives, epochs=args.epochs, learning_rate=args.learning_rate,
+        warmup_steps=args.warmup_steps, max_grad_norm=args.max_grad_norm, max_length=args.max_length, seed=args.seed,
+        negate_teacher=args.negate_teacher, grad_cache=args.grad_cache, query_chunk_size=args.query_chunk_size,
+        passage_chunk_size=args.passage_chunk_size)
+    with Corpus(args.corpus, args.offsets) as corpus:
+        distill(args.student, args.questions, args.reranked, corpus, settings, args.top_k, args.out, args.languages,
+                args.device)
+    log.info("saved %s", args.out)
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(_parser, _main))

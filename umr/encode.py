@@ -1,0 +1,200 @@
+"""Stage: encode passages and questions with a dual-encoder retriever.
+
+The retriever is two *untied* BERT-style encoders (query and passage) with masked
+mean pooling and no normalisation, relevance = dot product (mContriever's
+recipe; CLS pooling silently breaks it). A retriever is either
+
+- a single checkpoint (hub name such as `facebook/mcontriever`, or a local
+  `save_pretrained` directory such as the toy model), used for both encoders, or
+- a directory written by distillation with `query_encoder/` and `passage_encoder/`.
+
+Passages are encoded as the tokenizer pair (title, text); questions as their text.
+Batches are formed from length-sorted inputs with dynamic padding, so short
+passages do not pay for the 256-token maximum (the reference code pads to 256).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from umr.corpus import Corpus
+from umr.errors import UMRError
+from umr.io import atomic_file, log, run_cli, set_threads
+from umr.records import Passage
+
+QUERY_DIR, PASSAGE_DIR = "query_encoder", "passage_encoder"
+
+
+def load_checkpoint(name_or_path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load one encoder and its tokenizer by hub name or local directory."""
+    path = Path(name_or_path)
+    looks_local = path.is_absolute() or name_or_path.startswith((".", "results/")) or path.exists()
+    if looks_local and not (path / "config.json").exists():
+        raise UMRError(f"{name_or_path}: model directory not found or has no config.json")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        model = AutoModel.from_pretrained(name_or_path)
+    except (OSError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UMRError(f"{name_or_path}: cannot load model ({first_line})") from None
+    return model, tokenizer
+
+
+@dataclass
+class DualEncoder:
+    """Query and passage encoders plus the tokenizer they share."""
+
+    query_model: PreTrainedModel
+    passage_model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    max_length: int = 256
+
+    @classmethod
+    def load(cls, name_or_path: str, max_length: int = 256) -> "DualEncoder":
+        path = Path(name_or_path)
+        if (path / QUERY_DIR).is_dir() and (path / PASSAGE_DIR).is_dir():
+            query_model, tokenizer = load_checkpoint(str(path / QUERY_DIR))
+            passage_model, _ = load_checkpoint(str(path / PASSAGE_DIR))
+        else:
+            # Untied copies of one checkpoint, as UMR starts from mContriever.
+            query_model, tokenizer = load_checkpoint(name_or_path)
+            passage_model, _ = load_checkpoint(name_or_path)
+        return cls(query_model, passage_model, tokenizer, max_length)
+
+    def save(self, out_dir: str | Path) -> None:
+        out_dir = Path(out_dir)
+        for sub, model in ((QUERY_DIR, self.query_model), (PASSAGE_DIR, self.passage_model)):
+            model.save_pretrained(out_dir / sub)
+            self.tokenizer.save_pretrained(out_dir / sub)
+
+    def tokenize_questions(self, texts: Sequence[str]) -> list[list[int]]:
+        return self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+
+    def tokenize_passages(self, passages: Sequence[Passage]) -> list[list[int]]:
+        return self.tokenizer([p.title for p in passages], [p.text for p in passages],
+                              truncation=True, max_length=self.max_length)["input_ids"]
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Average token states over non-padding positions (no normalisation)."""
+    mask = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+
+
+def pad_batch(ids: Sequence[Sequence[int]], pad_id: int, pad_to: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token id lists to the longest (or `pad_to`) length."""
+    width = pad_to or max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for row, seq in enumerate(ids):
+        input_ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    return input_ids, mask
+
+
+def embed(model: PreTrainedModel, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    hidden = model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+    return mean_pool(hidden, mask)
+
+
+@torch.inference_mode()
+def encode_ids(model: PreTrainedModel, ids: Sequence[Sequence[int]], pad_id: int, batch_size: int = 128,
+               pad_to: int | None = None, sort_by_length: bool = True, desc: str = "encode",
+               progress: bool = True) -> np.ndarray:
+    """Embed tokenized inputs; returns float32 [n, dim] in input order.
+
+    `sort_by_length` groups similar lengths so dynamic padding wastes little;
+    `pad_to` forces fixed-length padding (the naive reference of the benchmarks).
+    """
+    model.eval()
+    order = np.argsort([len(x) for x in ids], kind="stable") if sort_by_length else np.arange(len(ids))
+    device = next(model.parameters()).device
+    out = np.zeros((len(ids), model.config.hidden_size), dtype=np.float32)
+    for start in tqdm(range(0, len(ids), batch_size), desc=desc, unit="batch", disable=not progress, mininterval=5):
+        rows = order[start : start + batch_size]
+        input_ids, mask = pad_batch([ids[r] for r in rows], pad_id, pad_to)
+        vectors = embed(model, input_ids.to(device), mask.to(device))
+        out[rows] = vectors.float().cpu().numpy()
+    return out
+
+
+def shard_rows(n_rows: int, shard: int, num_shards: int) -> tuple[int, int]:
+    """Row range [start, stop) of one of `num_shards` contiguous, near-equal shards."""
+    if not 0 <= shard < num_shards:
+        raise UMRError(f"shard {shard} out of range for {num_shards} shards")
+    base, extra = divmod(n_rows, num_shards)
+    start = shard * base + min(shard, extra)
+    return start, start + base + (1 if shard < extra else 0)
+
+
+def device_for(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m umr.encode", description="Encode one corpus shard with a retriever's passage encoder.")
+    p.add_argument("--retriever", required=True, help="hub name, checkpoint dir, or distilled retriever dir")
+    p.add_argument("--corpus", required=True, help="DPR TSV corpus")
+    p.add_argument("--offsets", required=True, help="corpus offset table (.npz, from umr.corpus)")
+    p.add_argument("--shard", type=int, default=0)
+    p.add_argument("--num-shards", type=int, default=1)
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--fp16", action="store_true", help="store embeddings as float16 (halves disk and index memory)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", required=True, help="output .npy of embeddings, one row per passage of the shard")
+    return p
+
+
+def encode_corpus_shard(encoder: "DualEncoder", corpus: Corpus, shard: int, num_shards: int, out: str | Path,
+                        batch_size: int = 128, fp16: bool = False, chunk_size: int = 50_000) -> tuple[int, int]:
+    """Encode one shard into a .npy file, streaming `chunk_size` passages at a time.
+
+    Memory stays flat in the corpus size: passages are read, tokenized and encoded
+    chunk by chunk and written straight into a memory-mapped output array.
+    """
+    start, stop = shard_rows(len(corpus), shard, num_shards)
+    dim = encoder.passage_model.config.hidden_size
+    log.info("encoding passages %d-%d of %d (shard %d/%d)", start, stop, len(corpus), shard + 1, num_shards)
+    with atomic_file(out) as tmp:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16 if fp16 else np.float32,
+                                          shape=(stop - start, dim))
+        for chunk_start in range(start, stop, chunk_size):
+            chunk_stop = min(chunk_start + chunk_size, stop)
+            ids = encoder.tokenize_passages(list(corpus.iter_rows(chunk_start, chunk_stop)))
+            array[chunk_start - start : chunk_stop - start] = encode_ids(
+                encoder.passage_model, ids, encoder.tokenizer.pad_token_id, batch_size,
+                desc=f"shard {shard} rows {chunk_start}-{chunk_stop}")
+        array.flush()
+        del array
+    return start, stop
+
+
+def _main(args: argparse.Namespace) -> None:
+    set_threads(args.threads)
+    encoder = DualEncoder.load(args.retriever, args.max_length)
+    encoder.passage_model.to(device_for(args.device))
+    with Corpus(args.corpus, args.offsets) as corpus:
+        start, stop = encode_corpus_shard(encoder, corpus, args.shard, args.num_shards, args.out,
+                                          args.batch_size, args.fp16)
+    log.info("wrote %s (%d passages)", args.out, stop - start)
+
+
+def encode_questions(encoder: DualEncoder, texts: Sequence[str], batch_size: int = 128) -> np.ndarray:
+    return encode_ids(encoder.query_model, encoder.tokenize_questions(texts), encoder.tokenizer.pad_token_id,
+                      batch_size, desc="questions", progress=False)
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(_parser, _main))

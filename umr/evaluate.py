@@ -1,0 +1,330 @@
+"""Retrieval evaluation on XOR-TyDi QA: XOR-Retrieve R@2kt/R@5kt and XOR-Full top-k.
+
+**XOR-Retrieve** (`xor_retrieve_recall`) reproduces the official
+`evals/eval_xor_retrieve.py` of AkariAsai/XORQA, which produced the paper's numbers:
+
+- it iterates over the *predictions*: a question of the gold file that has no
+  prediction is ignored, not counted as a miss (so it changes no score), and a
+  prediction whose id is not in the gold file is skipped;
+- answers equal to exactly `"yes"` or `"no"` (case-sensitive: `"Yes"` is kept) are
+  dropped; a question with no answer left is not counted;
+- each passage *text* (titles never) is tokenized on its own with NLTK's
+  `word_tokenize(text)` (English Punkt sentence splitting, then the Treebank word
+  tokenizer); the tokens are concatenated in rank order, stopping after the first
+  passage that brings the total to at least N, truncated to N and joined with
+  single spaces;
+- a question is a hit if any answer is a raw, case-sensitive substring of that
+  string (so an answer `"don't"` never matches the tokenized `"do n't"`);
+- per-language score = hits / count * 100; the reported score is the unweighted
+  mean over the languages that counted at least one question.
+
+**XOR-Full** (`xor_full_topk`, paper Table 7; there is no official script): a
+question is a hit at k if any answer is a raw, case-sensitive substring of the
+*text* (not title) of one of its top-k passages, matched per passage on the
+untokenized text: passages are multilingual, and the English Treebank tokenizer
+would only distort non-English text. Titles are left out as in R@kt and in DPR's
+answer check (which the UMR code base inherits). Questions are split into
+`english` (the id is also in the XOR-Retrieve gold file, whose answers are English
+spans; a hit counts English or target-language answers) and `target` (only
+target-language answers); `all` is their union. The yes/no filter and the
+missing-prediction semantics are those of R@kt, so both tasks treat a run alike.
+
+Scores come back as tidy rows (`COLUMNS`) in percent: one per language that
+counted a question, plus `avg` (macro average; its count is the total number of
+questions counted). A (subset, language) with no question has no row.
+
+NLTK's Punkt model is shipped in `umr/resources/nltk_data` (built by
+`scripts/make_punkt_data.py`) because it cannot be downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import nltk
+from nltk.tokenize import word_tokenize
+
+from umr.corpus import Corpus
+from umr.errors import ConfigError, UMRError
+from umr.io import atomic_file, log, run_cli
+from umr.languages import XOR_LANGUAGES
+from umr.records import GoldQuestion, Run, read_gold, read_trec_run
+
+NLTK_DATA = Path(__file__).resolve().parent / "resources" / "nltk_data"
+if str(NLTK_DATA) not in nltk.data.path:
+    # Appended, not prepended: a user's own punkt_tab install (same model) still wins.
+    nltk.data.path.append(str(NLTK_DATA))
+
+TASKS = ("xor_retrieve", "xor_full")
+BUDGETS: tuple[int, ...] = (2000, 5000)  # R@2kt, R@5kt
+TOP_K: tuple[int, ...] = (1, 5, 20)
+SUBSETS = ("english", "target", "all")
+COLUMNS = ("task", "split", "lang", "subset", "metric", "value", "count")
+# The official script compares with `answer not in ["yes", "no"]`: exact and case-sensitive.
+YES_NO = frozenset({"yes", "no"})
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """One question's ranked passages, as the official prediction file holds them."""
+
+    id: str
+    lang: str
+    ctxs: tuple[str, ...]  # passage texts, best first
+
+
+@dataclass(slots=True)
+class Tally:
+    """Hits among the questions counted for one language (and metric, subset)."""
+
+    hits: int = 0
+    count: int = 0
+
+    @property
+    def value(self) -> float:
+        # (hits / count) * 100, in the official script's order of operations.
+        return self.hits / self.count * 100
+
+
+# metric name -> language -> tally
+Scores = dict[str, dict[str, Tally]]
+
+
+def span_answers(answers: Iterable[str]) -> list[str]:
+    """Answers without the yes/no ones, which no passage text can be checked for."""
+    return [a for a in answers if a not in YES_NO]
+
+
+def tokens(text: str) -> list[str]:
+    """NLTK `word_tokenize(text)` (sentence splitting on), with a clear error if Punkt is missing."""
+    try:
+        return word_tokenize(text)
+    except LookupError:
+        raise UMRError(
+            f"NLTK's punkt_tab English model is missing (expected under {NLTK_DATA}); "
+            "reinstall umr or run scripts/make_punkt_data.py"
+        ) from None
+
+
+def token_prefix(ctxs: Iterable[str], budget: int) -> list[str]:
+    """The first `budget` tokens of the passages, tokenized one by one in rank order."""
+    out: list[str] = []
+    for text in ctxs:
+        out += tokens(text)
+        if len(out) >= budget:
+            break
+    return out[:budget]
+
+
+def recall_metric(budget: int) -> str:
+    """`R@2kt` for 2000 tokens; a budget that is not whole thousands reads `R@150t`."""
+    return f"R@{budget // 1000}kt" if budget % 1000 == 0 else f"R@{budget}t"
+
+
+def _check_positive(name: str, values: Sequence[int]) -> tuple[int, ...]:
+    if not values or any(v < 1 for v in values) or len(set(values)) != len(values):
+        raise ConfigError(f"{name}: expected distinct positive integers, got {list(values)}")
+    return tuple(sorted(values))
+
+
+def xor_retrieve_recall(predictions: Iterable[Prediction], gold: Mapping[str, GoldQuestion],
+                        budgets: Sequence[int] = BUDGETS) -> Scores:
+    """Official XOR-Retrieve R@kt for each token budget: {metric: {lang: Tally}}.
+
+    Only predictions whose id is in `gold` count; gold questions without a
+    prediction are ignored, exactly as in `eval_xor_retrieve.py`.
+    """
+    budgets = _check_positive("budgets", budgets)
+    scores: Scores = {recall_metric(b): {} for b in budgets}
+    for pred in predictions:
+        if pred.id not in gold:
+            continue
+        answers = span_answers(gold[pred.id].answers)
+        if not answers:
+            continue
+        # One tokenization serves every budget: the first N tokens of the
+        # concatenation do not depend on how many more passages were tokenized.
+        prefix = token_prefix(pred.ctxs, budgets[-1])
+        for budget in budgets:
+            joined = " ".join(prefix[:budget])
+            tally = scores[recall_metric(budget)].setdefault(pred.lang, Tally())
+            tally.count += 1
+            tally.hits += any(a in joined for a in answers)
+    return scores
+
+
+def xor_full_topk(predictions: Iterable[Prediction], gold: Mapping[str, GoldQuestion],
+                  english_gold: Mapping[str, GoldQuestion] | None,
+                  top_k: Sequence[int] = TOP_K) -> dict[str, Scores]:
+    """XOR-Full answer presence in the top-k passages: {subset: {metric: {lang: Tally}}}.
+
+    `gold` is the XOR-Full file (target-language answers), `english_gold` the
+    XOR-Retrieve file of the same split (English answers). Without
+    `english_gold` the english/target split is unknown and only `all` is scored.
+    """
+    top_k = _check_positive("top_k", top_k)
+    split_known = english_gold is not None
+    scores = {subset: {f"Top-{k}": {} for k in top_k} for subset in (SUBSETS if split_known else ("all",))}
+    for pred in predictions:
+        if pred.id not in gold:
+            continue
+        answers = span_answers(gold[pred.id].answers)
+        subset = "target"
+        if split_known and pred.id in english_gold:
+            subset = "english"
+            answers += span_answers(english_gold[pred.id].answers)
+        if not answers:
+            continue
+        for k in top_k:
+            hit = any(a in text for text in pred.ctxs[:k] for a in answers)
+            for name in (subset, "all") if split_known else ("all",):
+                tally = scores[name][f"Top-{k}"].setdefault(pred.lang, Tally())
+                tally.count += 1
+                tally.hits += hit
+    return scores
+
+
+def _lang_order(langs: Iterable[str]) -> list[str]:
+    """The paper's language order, then any other language alphabetically."""
+    rank = {lang: i for i, lang in enumerate(XOR_LANGUAGES)}
+    return sorted(langs, key=lambda lang: (rank.get(lang, len(rank)), lang))
+
+
+def _rows(task: str, split: str, subset: str, scores: Scores) -> list[dict]:
+    def row(lang: str, metric: str, value: float, count: int) -> dict:
+        return dict(zip(COLUMNS, (task, split, lang, subset, metric, value, count)))
+
+    rows: list[dict] = []
+    for metric, per_lang in scores.items():
+        if not per_lang:
+            continue
+        rows += [row(lang, metric, per_lang[lang].value, per_lang[lang].count) for lang in _lang_order(per_lang)]
+        # statistics.mean, as the official script averages (exactly rounded).
+        avg = statistics.mean(t.value for t in per_lang.values())
+        rows.append(row("avg", metric, avg, sum(t.count for t in per_lang.values())))
+    return rows
+
+
+def evaluate_run(task: str, split: str, gold: Mapping[str, GoldQuestion], predictions: Sequence[Prediction],
+                 english_gold: Mapping[str, GoldQuestion] | None = None,
+                 budgets: Sequence[int] = BUDGETS, top_k: Sequence[int] = TOP_K) -> list[dict]:
+    """Score a run's predictions; tidy rows with the columns of `COLUMNS`.
+
+    xor_retrieve: metrics `R@2kt`, `R@5kt` (one per budget), subset `all`;
+    xor_full: `Top-k` for each k, subsets `english`, `target`, `all` (only `all`
+    without `english_gold`). A UMRError if no question could be counted.
+    """
+    if task == "xor_retrieve":
+        if english_gold is not None:
+            raise ConfigError("english_gold: only xor_full uses the XOR-Retrieve gold file")
+        rows = _rows(task, split, "all", xor_retrieve_recall(predictions, gold, budgets))
+    elif task == "xor_full":
+        if english_gold is not None and not english_gold.keys() & gold.keys():
+            log.warning("no question of the English (XOR-Retrieve) gold file is in the XOR-Full gold file: "
+                        "wrong split? every question is scored as target-language only")
+        by_subset = xor_full_topk(predictions, gold, english_gold, top_k)
+        rows = [row for subset, scores in by_subset.items() for row in _rows(task, split, subset, scores)]
+    else:
+        raise ConfigError(f"task: expected one of {', '.join(TASKS)}, got {task!r}")
+    if not rows:
+        raise UMRError("no question could be scored: no run question is in the gold file with a non-yes/no answer")
+    return rows
+
+
+def merge_runs(paths: Sequence[str | Path]) -> Run:
+    """Several TREC runs (e.g. one per language) as one; a question in two files is an error."""
+    merged: Run = {}
+    source: dict[str, Path] = {}
+    for path in map(Path, paths):
+        for qid, ranked in read_trec_run(path).items():
+            if qid in merged:
+                raise UMRError(f"{path}: question {qid!r} is also in {source[qid]}; runs to merge must not overlap")
+            merged[qid] = ranked
+            source[qid] = path
+    return merged
+
+
+def build_predictions(gold: Mapping[str, GoldQuestion], run: Run, corpus: Corpus) -> list[Prediction]:
+    """The run's gold questions with their passage texts, in gold-file order.
+
+    Gold questions absent from the run are left out (the official script then
+    ignores them) and run questions absent from the gold file are dropped; both
+    are logged as warnings with their counts.
+    """
+    missing = sum(qid not in run for qid in gold)
+    if missing:
+        log.warning("%d of %d gold questions are not in the run: they are ignored, not counted as misses "
+                    "(official eval_xor_retrieve.py semantics)", missing, len(gold))
+    extra = sum(qid not in gold for qid in run)
+    if extra:
+        log.warning("%d run questions are not in the gold file and are ignored", extra)
+    return [
+        Prediction(qid, q.lang, tuple(p.text for p in corpus.get_many([docid for docid, _ in run[qid]])))
+        for qid, q in gold.items()
+        if qid in run
+    ]
+
+
+def write_predictions(path: str | Path, predictions: Iterable[Prediction]) -> None:
+    """The official prediction file: a JSON list of {"id", "lang", "ctxs": [passage texts]}."""
+    with atomic_file(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump([{"id": p.id, "lang": p.lang, "ctxs": list(p.ctxs)} for p in predictions],
+                      handle, ensure_ascii=False)
+            handle.write("\n")
+
+
+def write_rows(path: str | Path, rows: Iterable[dict]) -> None:
+    """Rows as CSV; values with repr() (shortest exact float), so output is byte-stable."""
+    with atomic_file(path) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=COLUMNS, lineterminator="\n")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({**row, "value": repr(float(row["value"]))})
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m umr.evaluate",
+                                description="Score retrieval runs on XOR-Retrieve (R@2kt/R@5kt) or XOR-Full (top-k).")
+    p.add_argument("--task", required=True, choices=TASKS)
+    p.add_argument("--split", default="dev", help="split label written to the CSV (default: dev)")
+    p.add_argument("--gold", required=True, help="gold JSONL of the task (XOR-Retrieve or XOR-Full, with answers)")
+    p.add_argument("--english-gold", help="xor_full only: XOR-Retrieve gold JSONL of the same split (English answers)")
+    p.add_argument("--run", required=True, action="append", help="TREC run; repeat to merge several (disjoint ids)")
+    p.add_argument("--corpus", required=True, help="DPR TSV corpus the run's passage ids refer to")
+    p.add_argument("--corpus-offsets", help="offset table of the corpus (python -m umr.corpus)")
+    p.add_argument("--top-k", type=int, nargs="+", default=list(TOP_K), help="xor_full cut-offs (default: 1 5 20)")
+    p.add_argument("--out", required=True, help="output CSV")
+    p.add_argument("--predictions-out", help="also write the official JSON prediction file")
+    return p
+
+
+def _main(args: argparse.Namespace) -> None:
+    if args.english_gold is not None and args.task != "xor_full":
+        raise ConfigError("--english-gold: only --task xor_full uses it")
+    gold = read_gold(args.gold)
+    english_gold = read_gold(args.english_gold) if args.english_gold is not None else None
+    if args.task == "xor_full" and english_gold is None:
+        log.warning("no --english-gold: XOR-Full is scored on subset 'all' only")
+    run = merge_runs(args.run)
+    with Corpus(args.corpus, args.corpus_offsets) as corpus:
+        predictions = build_predictions(gold, run, corpus)
+    rows = evaluate_run(args.task, args.split, gold, predictions, english_gold, top_k=args.top_k)
+    if args.predictions_out:
+        write_predictions(args.predictions_out, predictions)
+    write_rows(args.out, rows)
+    for row in rows:
+        if row["lang"] == "avg":
+            log.info("%s %s %s %s: %.2f (%d questions)", row["task"], row["subset"], row["metric"], row["lang"],
+                     row["value"], row["count"])
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(_parser, _main))

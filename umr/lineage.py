@@ -1,0 +1,152 @@
+"""Lineage paths: where every retriever, run and score lives, and what produced it.
+
+A retriever's directory sits inside its parent's, so the path of any output says
+how it was made and iteration = depth:
+
+    results/<dataset>/<task>/<root>/                      the initial retriever (iteration 0)
+        index/ runs/ eval/
+        rr-<reranker>_<template>_<aggregation>_k<K>/      its top-K reranked by an LM
+            runs/ eval/
+            kd-t<τ>_b<b>_n<n>_<ibn|noibn>_e<E>_lr<lr>_w<W>_g<G>_s<seed>/   distilled: iteration 1
+                retriever/ index/ runs/ eval/ rr-.../kd-.../      iteration 2 ...
+
+Every setting that changes a result is in a tag, and a tag parses back into its
+settings, so two variants that differ only in distillation share the parent's
+index, retrieval and reranking files, and a rule can rebuild any node from its
+path alone.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+NAME = r"[A-Za-z0-9][A-Za-z0-9.\-]*"  # model names: no '_' (tag separator) and no '/'
+_TEMPLATE = r"[a-z]+"
+
+
+def _num(x: float) -> str:
+    """Compact, round-trippable number: 0.1 -> '0.1', 2e-05 -> '2e-05', 10.0 -> '10'."""
+    text = repr(float(x))
+    return text[:-2] if text.endswith(".0") else text
+
+
+@dataclass(frozen=True)
+class RerankSpec:
+    reranker: str
+    template: str = "official"
+    aggregation: str = "mean"
+    top_k: int = 100
+
+    PREFIX = "rr-"
+    PATTERN = re.compile(rf"rr-({NAME})_({_TEMPLATE})_(mean|sum)_k([0-9]+)")
+
+    @property
+    def tag(self) -> str:
+        return f"rr-{self.reranker}_{self.template}_{self.aggregation}_k{self.top_k}"
+
+    @classmethod
+    def parse(cls, tag: str) -> "RerankSpec":
+        m = cls.PATTERN.fullmatch(tag)
+        if not m:
+            raise ValueError(f"not a rerank tag: {tag!r}")
+        return cls(m.group(1), m.group(2), m.group(3), int(m.group(4)))
+
+
+@dataclass(frozen=True)
+class DistillSpec:
+    temperature: float = 0.1
+    batch_size: int = 16
+    passages_per_question: int = 16
+    in_batch_negatives: bool = True
+    epochs: int = 10
+    learning_rate: float = 2e-5
+    warmup_steps: int = 1237
+    max_grad_norm: float = 2.0
+    seed: int = 12345
+    negate_teacher: bool = False
+
+    PREFIX = "kd-"
+    _F = r"[0-9.e+\-]+"
+    PATTERN = re.compile(rf"kd-t({_F})_b([0-9]+)_n([0-9]+)_(ibn|noibn)_e([0-9]+)_lr({_F})_w([0-9]+)_g({_F})_s([0-9]+)(_neg)?")
+
+    @property
+    def tag(self) -> str:
+        return (f"kd-t{_num(self.temperature)}_b{self.batch_size}_n{self.passages_per_question}_"
+                f"{'ibn' if self.in_batch_negatives else 'noibn'}_e{self.epochs}_lr{_num(self.learning_rate)}_"
+                f"w{self.warmup_steps}_g{_num(self.max_grad_norm)}_s{self.seed}{'_neg' if self.negate_teacher else ''}")
+
+    @classmethod
+    def parse(cls, tag: str) -> "DistillSpec":
+        m = cls.PATTERN.fullmatch(tag)
+        if not m:
+            raise ValueError(f"not a distillation tag: {tag!r}")
+        t, b, n, ibn, e, lr, w, g, s, neg = m.groups()
+        return cls(float(t), int(b), int(n), ibn == "ibn", int(e), float(lr), int(w), float(g), int(s), neg is not None)
+
+
+# Wildcard constraints: a retriever node is a root plus (rerank, distill) pairs.
+RETRIEVER_NODE = rf"{NAME}(?:/rr-[^/]+/kd-[^/]+)*"
+RERANK_NODE = rf"{RETRIEVER_NODE}/rr-[^/]+"
+DISTILL_NODE = rf"{RETRIEVER_NODE}/rr-[^/]+/kd-[^/]+"
+
+
+@dataclass(frozen=True)
+class Node:
+    """A retriever node: its root and the (rerank, distill) steps that led to it."""
+
+    root: str
+    steps: tuple[tuple[RerankSpec, DistillSpec], ...] = ()
+
+    @property
+    def path(self) -> str:
+        return "/".join([self.root] + [f"{r.tag}/{d.tag}" for r, d in self.steps])
+
+    @property
+    def iteration(self) -> int:
+        return len(self.steps)
+
+    def child(self, rerank: RerankSpec, distill: DistillSpec) -> "Node":
+        return replace(self, steps=self.steps + ((rerank, distill),))
+
+    def reranked(self, rerank: RerankSpec) -> str:
+        return f"{self.path}/{rerank.tag}"
+
+    @property
+    def parent(self) -> "Node":
+        if not self.steps:
+            raise ValueError(f"{self.path} is a root: it has no parent")
+        return replace(self, steps=self.steps[:-1])
+
+    @classmethod
+    def parse(cls, path: str) -> "Node":
+        parts = path.strip("/").split("/")
+        if len(parts) % 2 != 1 or not re.fullmatch(NAME, parts[0]):
+            raise ValueError(f"not a retriever node path: {path!r}")
+        steps = tuple((RerankSpec.parse(parts[i]), DistillSpec.parse(parts[i + 1])) for i in range(1, len(parts), 2))
+        return cls(parts[0], steps)
+
+
+def split_rerank_node(path: str) -> tuple[Node, RerankSpec]:
+    """`<node>/rr-<tag>` -> (retriever node, rerank settings)."""
+    node, _, tag = path.rstrip("/").rpartition("/")
+    return Node.parse(node), RerankSpec.parse(tag)
+
+
+def score_cache_sources(node: Node, rerank: RerankSpec, default: RerankSpec | None = None) -> list[str]:
+    """Rerank nodes whose scores a new reranking of `node` with `rerank` can reuse.
+
+    A score depends only on (question, passage, LM, template, aggregation); top-k
+    only decides which pairs get scored. So the same settings at every ancestor
+    qualify, and at this node the default reranking when it has the same LM settings
+    and a larger top-k (it is always computed, since the main lineage needs it).
+    """
+    sources = []
+    current = node
+    while current.steps:
+        current = current.parent
+        sources.append(current.reranked(rerank))
+    if (default is not None and default != rerank and default.top_k > rerank.top_k
+            and replace(default, top_k=rerank.top_k) == rerank):
+        sources.append(node.reranked(default))
+    return sources

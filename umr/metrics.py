@@ -1,0 +1,113 @@
+"""Stage: collect every evaluation into one tidy `results/<dataset>/metrics.csv`.
+
+Each evaluation file's path says what produced it (see `umr.lineage`), so the
+system name, iteration and every setting are read off the path: the metrics
+file is rebuilt from the evaluation outputs alone and is the single source for
+tables and plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from umr.errors import UMRError
+from umr.io import atomic_file, log, run_cli
+from umr.lineage import DistillSpec, Node, RerankSpec
+
+SETTING_COLUMNS = ("retriever", "reranker", "template", "aggregation", "rerank_top_k") + tuple(
+    f.name for f in fields(DistillSpec))
+COLUMNS = ("system", "variant", "iteration", "reranked", "task", "split", "lang", "subset", "metric", "value", "count",
+           *SETTING_COLUMNS, "node")
+
+
+def describe(task_relative: str, display: dict[str, str], default_rerank: RerankSpec | None,
+             default_distill: DistillSpec | None) -> dict:
+    """System, variant, iteration and settings of an evaluated node path (`<node>[/rr-<tag>]`)."""
+    parts = task_relative.strip("/").split("/")
+    final_rerank = RerankSpec.parse(parts[-1]) if parts[-1].startswith(RerankSpec.PREFIX) else None
+    node = Node.parse("/".join(parts[:-1] if final_rerank else parts))
+    root_name = display.get(node.root, node.root)
+    if node.iteration == 0:
+        system = root_name
+    elif any(d.negate_teacher for _, d in node.steps):
+        system = "UMR (negated teacher)"
+    else:
+        system = "UMR"
+    if final_rerank:
+        system += " + rerank"
+    row = dict.fromkeys(SETTING_COLUMNS, "")
+    row["retriever"] = node.root
+    rerank = final_rerank or (node.steps[-1][0] if node.steps else None)
+    if rerank:
+        row |= {"reranker": rerank.reranker, "template": rerank.template, "aggregation": rerank.aggregation,
+                "rerank_top_k": rerank.top_k}
+    if node.steps:
+        row |= {k: v for k, v in asdict(node.steps[-1][1]).items()}
+    changes: list[str] = []
+    for r, d in list(node.steps) + ([(final_rerank, None)] if final_rerank else []):
+        if default_rerank and r != default_rerank:
+            changes += [f"{k}={v}" for k, v in asdict(r).items() if getattr(default_rerank, k) != v]
+        if default_distill and d is not None:
+            changes += [f"{k}={v}" for k, v in asdict(d).items()
+                        if getattr(default_distill, k) != v and k != "negate_teacher"]
+    variant = "; ".join(dict.fromkeys(changes)) or "default"
+    return {"system": system, "variant": variant, "iteration": node.iteration, "reranked": bool(final_rerank), **row}
+
+
+def collect(eval_files: Sequence[str | Path], results_dir: str | Path, display: dict[str, str],
+            default_rerank: RerankSpec | None = None, default_distill: DistillSpec | None = None) -> list[dict]:
+    results_dir = Path(results_dir)
+    rows = []
+    for path in map(Path, eval_files):
+        try:
+            relative = path.relative_to(results_dir)
+        except ValueError:
+            raise UMRError(f"{path}: evaluation file is not under {results_dir}") from None
+        # <task>/<node...>/eval/<split>.csv
+        task, node_parts = relative.parts[0], relative.parts[1:-2]
+        if relative.parts[-2] != "eval" or not node_parts:
+            raise UMRError(f"{path}: not an evaluation output (<task>/<node>/eval/<split>.csv)")
+        info = describe("/".join(node_parts), display, default_rerank, default_distill)
+        with open(path, encoding="utf-8", newline="") as handle:
+            for rec in csv.DictReader(handle):
+                if rec["task"] != task:
+                    raise UMRError(f"{path}: task column {rec['task']!r} does not match its path ({task})")
+                rows.append({**info, **{k: rec[k] for k in ("task", "split", "lang", "subset", "metric", "value", "count")},
+                             "node": "/".join(node_parts)})
+    return rows
+
+
+def write_metrics(path: str | Path, rows: Iterable[dict]) -> None:
+    with atomic_file(path) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=COLUMNS, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m umr.metrics", description="Collect evaluation files into metrics.csv.")
+    p.add_argument("--results-dir", required=True, help="results/<dataset>")
+    p.add_argument("--evals", nargs="+", required=True, help="evaluation CSVs (<task>/<node>/eval/<split>.csv)")
+    p.add_argument("--display", nargs="*", default=[], help="model display names, NAME=Display")
+    p.add_argument("--default-rerank", help="tag of the default reranking (variants are named by their differences)")
+    p.add_argument("--default-distill", help="tag of the default distillation")
+    p.add_argument("--out", required=True)
+    return p
+
+
+def _main(args: argparse.Namespace) -> None:
+    display = dict(item.split("=", 1) for item in args.display)
+    rows = collect(args.evals, args.results_dir, display,
+                   RerankSpec.parse(args.default_rerank) if args.default_rerank else None,
+                   DistillSpec.parse(args.default_distill) if args.default_distill else None)
+    write_metrics(args.out, rows)
+    log.info("wrote %s (%d rows from %d evaluations)", args.out, len(rows), len(args.evals))
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(_parser, _main))

@@ -1,0 +1,75 @@
+"""What a configuration asks for: the lineage nodes to evaluate.
+
+Snakemake works backwards from these targets; everything upstream (indexes,
+runs, reranking, distillation) follows from the lineage paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from umr.lineage import DistillSpec, Node, RerankSpec
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One scored run: `results/<dataset>/<task>/<node>/eval/<split>.csv`."""
+
+    task: str
+    node: str  # a retriever node path, or a retriever node path + "/rr-<tag>"
+    split: str
+
+
+def default_rerank(config: dict) -> RerankSpec:
+    r = config["umr"]["rerank"]
+    return RerankSpec(r["reranker"], r["template"], r["aggregation"], r["top_k"])
+
+
+def default_distill(config: dict, **changes) -> DistillSpec:
+    d = config["umr"]["distill"]
+    spec = DistillSpec(d["temperature"], d["batch_size"], d["passages_per_question"], d["in_batch_negatives"],
+                       d["epochs"], d["learning_rate"], d["warmup_steps"], d["max_grad_norm"], d["seed"])
+    return DistillSpec(**{**spec.__dict__, **changes}) if changes else spec
+
+
+def umr_chain(config: dict) -> list[Node]:
+    """The main UMR lineage: the initial retriever and one node per iteration."""
+    rerank, distill = default_rerank(config), default_distill(config)
+    nodes = [Node(config["umr"]["retriever"])]
+    for _ in range(config["umr"]["iterations"]):
+        nodes.append(nodes[-1].child(rerank, distill))
+    return nodes
+
+
+def evaluations(config: dict) -> list[Evaluation]:
+    """Every run the configuration reports, main lineage first."""
+    rerank = default_rerank(config)
+    out: list[Evaluation] = []
+    for task in config["umr"]["tasks"]:
+        chain = umr_chain(config)
+        nodes = [n.path for n in chain]
+        # The paper's reranking rows: the initial retriever and the last iteration, reranked.
+        nodes += [chain[0].reranked(rerank), chain[-1].reranked(rerank)]
+        if config["umr"]["control_negated_teacher"]:
+            nodes.append(chain[0].child(rerank, default_distill(config, negate_teacher=True)).path)
+        for split in config["eval_splits"]:
+            out.extend(Evaluation(task, node, split) for node in dict.fromkeys(nodes))
+    return out
+
+
+def planned_reranks(config: dict) -> set[tuple[str, str, str]]:
+    """(task, rerank node, split) of every reranking the plan computes anyway.
+
+    Evaluated rerank nodes on their split, and the training-split reranking behind
+    every distilled node on an evaluated path. Score caches only read from these,
+    so reusing scores never schedules a reranking nobody asked for.
+    """
+    needed: set[tuple[str, str, str]] = set()
+    for e in evaluations(config):
+        parts = e.node.split("/")
+        if parts[-1].startswith(RerankSpec.PREFIX):
+            needed.add((e.task, e.node, e.split))
+        for i in range(2, len(parts), 2):
+            if parts[i].startswith(DistillSpec.PREFIX):
+                needed.add((e.task, "/".join(parts[:i]), "train"))
+    return needed

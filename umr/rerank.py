@@ -1,0 +1,236 @@
+"""Stage 1 of UMR: unsupervised multilingual reranking with a frozen seq2seq LM.
+
+Every (question, passage) pair of a retriever's top-k is scored by the mean
+log-likelihood of the question given the passage and an instruction, teacher
+forced (no generation): the encoder reads instruction + passage, the decoder the
+question. Higher = more relevant. The paper writes the *negative* log-likelihood
+and then softmax(r/τ), which taken literally would favour the least likely
+question; the official code (and this module) scores with the log-likelihood.
+
+Templates (`TEMPLATES`): `official` is the official code's, `paper` uses the
+paper's instruction wording in the same frame. `aggregation` is `mean` (UMR) or
+`sum` (UPR) over all label tokens, the `Question:` prefix and `</s>` included.
+
+Pairs are scored in length-sorted batches across questions with dynamic padding;
+scores equal a one-pair-at-a-time loop (tests). A score is a pure function of
+(question, passage, reranker settings), so scores already computed by an earlier
+iteration or variant with the same settings are reused (`--cache`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+from umr.corpus import Corpus
+from umr.encode import device_for, shard_rows
+from umr.errors import UMRError
+from umr.io import atomic_file, log, run_cli, set_threads
+from umr.languages import language_name
+from umr.records import Passage, Question, Run, read_questions, read_trec_run, write_trec_run
+
+
+@dataclass(frozen=True)
+class Template:
+    encoder: str
+    label: str
+
+
+TEMPLATES: dict[str, Template] = {
+    # upr-multi.py: "{verbalizer_head} {title} {text}. {verbalizer} in {lang}." with head "Passage: "
+    # (hence two spaces) and verbalizer "Please write a question based on this passage".
+    "official": Template("Passage:  {title} {text}. Please write a question based on this passage in {language}.",
+                         "Question: {question}"),
+    # The paper's instruction ("Based on the passage, please write a question in L") in the same frame.
+    "paper": Template("Passage:  {title} {text}. Based on the passage, please write a question in {language}.",
+                      "Question: {question}"),
+}
+AGGREGATIONS = ("mean", "sum")
+
+
+class Reranker:
+    """A frozen seq2seq LM that scores log p(question | instruction, passage)."""
+
+    def __init__(self, model: str, template: str = "official", aggregation: str = "mean", device: str = "auto",
+                 dtype: str = "auto", max_input_length: int = 512, max_label_length: int = 128,
+                 batch_tokens: int = 16384):
+        if template not in TEMPLATES:
+            raise UMRError(f"unknown reranker template {template!r}; choose from {', '.join(TEMPLATES)}")
+        if aggregation not in AGGREGATIONS:
+            raise UMRError(f"unknown aggregation {aggregation!r}; choose from {', '.join(AGGREGATIONS)}")
+        self.template = TEMPLATES[template]
+        self.aggregation = aggregation
+        self.device = device_for(device)
+        # mT5 overflows in fp16: bf16 on GPU, fp32 on CPU.
+        torch_dtype = {"auto": torch.bfloat16 if self.device.type == "cuda" else torch.float32,
+                       "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
+        path = Path(model)
+        if (path.is_absolute() or model.startswith((".", "results/")) or path.exists()) and not (path / "config.json").exists():
+            raise UMRError(f"{model}: reranker model directory not found or has no config.json")
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model)
+            self.model = AutoModelForSeq2SeqLM.from_pretrained(model, dtype=torch_dtype)
+        except (OSError, ValueError) as err:
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UMRError(f"{model}: cannot load reranker ({first_line})") from None
+        self.model.to(self.device).eval()
+        self.max_input_length = max_input_length
+        self.max_label_length = max_label_length
+        self.batch_tokens = batch_tokens
+
+    def encoder_text(self, passage: Passage, lang: str) -> str:
+        return self.template.encoder.format(title=passage.title, text=passage.text, language=language_name(lang))
+
+    def label_text(self, question: Question) -> str:
+        return self.template.label.format(question=question.text)
+
+    def tokenize(self, pairs: Sequence[tuple[Question, Passage]]) -> tuple[list[list[int]], list[list[int]]]:
+        sources = self.tokenizer([self.encoder_text(p, q.lang) for q, p in pairs], truncation=True,
+                                 max_length=self.max_input_length)["input_ids"]
+        labels_by_text: dict[str, list[int]] = {}
+        labels = []
+        for q, _ in pairs:
+            text = self.label_text(q)
+            if text not in labels_by_text:
+                labels_by_text[text] = self.tokenizer(text, truncation=True, max_length=self.max_label_length)["input_ids"]
+            labels.append(labels_by_text[text])
+        return sources, labels
+
+    @torch.inference_mode()
+    def score_batch(self, sources: Sequence[Sequence[int]], labels: Sequence[Sequence[int]]) -> np.ndarray:
+        """Scores of equally many (encoder ids, label ids) pairs, padded to the batch maximum."""
+        pad = self.tokenizer.pad_token_id
+        width = max(len(s) for s in sources)
+        lwidth = max(len(l) for l in labels)
+        input_ids = torch.full((len(sources), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(input_ids)
+        label_ids = torch.full((len(labels), lwidth), pad, dtype=torch.long)
+        label_mask = torch.zeros((len(labels), lwidth), dtype=torch.bool)
+        for i, (s, l) in enumerate(zip(sources, labels)):
+            input_ids[i, : len(s)] = torch.as_tensor(s)
+            mask[i, : len(s)] = 1
+            label_ids[i, : len(l)] = torch.as_tensor(l)
+            label_mask[i, : len(l)] = True
+        input_ids, mask, label_ids, label_mask = (t.to(self.device) for t in (input_ids, mask, label_ids, label_mask))
+        # Padded label positions sit after the real ones, so the causal decoder never sees them.
+        logits = self.model(input_ids=input_ids, attention_mask=mask,
+                            decoder_input_ids=self.model._shift_right(label_ids)).logits
+        log_probs = torch.log_softmax(logits.float(), dim=-1).gather(2, label_ids.unsqueeze(2)).squeeze(2)
+        total = (log_probs * label_mask).sum(dim=1)
+        scores = total / label_mask.sum(dim=1) if self.aggregation == "mean" else total
+        return scores.cpu().numpy().astype(np.float64)
+
+    def score(self, pairs: Sequence[tuple[Question, Passage]], progress: bool = True) -> np.ndarray:
+        """Scores of (question, passage) pairs, batched by length; NaN/inf is an error."""
+        if not pairs:
+            return np.zeros(0)
+        sources, labels = self.tokenize(pairs)
+        order = np.argsort([len(s) + len(l) for s, l in zip(sources, labels)], kind="stable")
+        scores = np.empty(len(pairs))
+        bar = tqdm(total=len(pairs), desc="rerank", unit="pair", disable=not progress, mininterval=5)
+        start = 0
+        while start < len(order):
+            # Grow the batch while the padded size stays within the token budget.
+            stop, width = start, 0
+            while stop < len(order):
+                r = order[stop]
+                new_width = max(width, len(sources[r]) + len(labels[r]))
+                if stop > start and new_width * (stop - start + 1) > self.batch_tokens:
+                    break
+                width, stop = new_width, stop + 1
+            rows = order[start:stop]
+            scores[rows] = self.score_batch([sources[r] for r in rows], [labels[r] for r in rows])
+            bar.update(len(rows))
+            start = stop
+        bar.close()
+        bad = ~np.isfinite(scores)
+        if bad.any():
+            q, p = pairs[int(np.argmax(bad))]
+            raise UMRError(f"reranker produced {int(bad.sum())} non-finite score(s), e.g. question {q.id} passage {p.id}; "
+                           "use bf16 or fp32, never fp16, for mT5")
+        return scores
+
+
+def load_cache(paths: Iterable[str | Path]) -> dict[tuple[str, str], float]:
+    """(question id, passage id) -> score from earlier reranked runs with the same settings."""
+    cache: dict[tuple[str, str], float] = {}
+    for path in paths:
+        for qid, ranked in read_trec_run(path).items():
+            for docid, score in ranked:
+                cache[(qid, docid)] = score
+    return cache
+
+
+def rerank_run(reranker: Reranker, questions: Sequence[Question], run: Run, corpus: Corpus, top_k: int,
+               cache: dict[tuple[str, str], float] | None = None) -> Run:
+    """Rerank each question's top-k; returns the reranked run (LM scores, best first)."""
+    cache = cache or {}
+    todo: list[tuple[Question, str]] = []
+    for q in questions:
+        if q.id not in run:
+            raise UMRError(f"question {q.id} has no retrieved passages in the run")
+        if len(run[q.id]) < top_k:
+            raise UMRError(f"question {q.id} has {len(run[q.id])} retrieved passages, fewer than top-k {top_k}")
+        todo.extend((q, docid) for docid, _ in run[q.id][:top_k] if (q.id, docid) not in cache)
+    log.info("%d pairs to score, %d reused from earlier reranking", len(todo), len(questions) * top_k - len(todo))
+    passages = corpus.get_many([docid for _, docid in todo])
+    fresh = reranker.score([(q, p) for (q, _), p in zip(todo, passages)])
+    scores = dict(cache)
+    scores.update({(q.id, docid): float(s) for (q, docid), s in zip(todo, fresh)})
+    out: Run = {}
+    for q in questions:
+        ranked = [(docid, scores[(q.id, docid)]) for docid, _ in run[q.id][:top_k]]
+        # Stable sort: ties keep the retriever's order.
+        out[q.id] = sorted(ranked, key=lambda item: -item[1])
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m umr.rerank", description="Rerank one language's top-k with a seq2seq LM.")
+    p.add_argument("--model", required=True, help="hub name or local seq2seq checkpoint")
+    p.add_argument("--template", default="official", choices=sorted(TEMPLATES))
+    p.add_argument("--aggregation", default="mean", choices=AGGREGATIONS)
+    p.add_argument("--run", required=True, help="retriever TREC run")
+    p.add_argument("--questions", required=True, help="XOR-TyDi JSONL questions")
+    p.add_argument("--lang", required=True, help="question language to rerank")
+    p.add_argument("--top-k", type=int, required=True)
+    p.add_argument("--corpus", required=True)
+    p.add_argument("--offsets", required=True)
+    p.add_argument("--cache", nargs="*", default=[], help="reranked runs of earlier iterations with the same settings")
+    p.add_argument("--chunk", type=int, default=0)
+    p.add_argument("--num-chunks", type=int, default=1)
+    p.add_argument("--batch-tokens", type=int, default=16384, help="padded tokens per batch")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32"])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", required=True, help="reranked TREC run of this language (and chunk)")
+    return p
+
+
+def _main(args: argparse.Namespace) -> None:
+    set_threads(args.threads)
+    questions = [q for q in read_questions(args.questions) if q.lang == args.lang]
+    if not questions:
+        raise UMRError(f"{args.questions}: no questions in language {args.lang!r}")
+    start, stop = shard_rows(len(questions), args.chunk, args.num_chunks)
+    questions = questions[start:stop]
+    run = read_trec_run(args.run)
+    reranker = Reranker(args.model, args.template, args.aggregation, args.device, args.dtype,
+                        batch_tokens=args.batch_tokens)
+    with Corpus(args.corpus, args.offsets) as corpus:
+        reranked = rerank_run(reranker, questions, run, corpus, args.top_k, load_cache(args.cache))
+    with atomic_file(args.out) as tmp:
+        write_trec_run(tmp, reranked, "rerank")
+    log.info("wrote %s (%d questions)", args.out, len(reranked))
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(_parser, _main))
