@@ -4,12 +4,15 @@ import json
 import os
 import re
 import shlex
+import sys
 
 from umr.lineage import NAME, RETRIEVER_NODE, DistillSpec, Node, RerankSpec, score_cache_sources
 from umr.plan import default_distill, default_rerank, evaluations, planned_reranks
 
-# Stages run as `python -m umr.<stage>`: make that resolve to this checkout in every
-# environment a job may run in (the pip venv, a conda env, a SLURM node).
+# Stages run as `python -m umr.<stage>`. `python` is the interpreter running Snakemake
+# (its venv's bin first on PATH) unless `--sdm conda` activates a rule's env, and
+# `umr` is this checkout; jobs inherit both, locally and on SLURM nodes.
+os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
 
 TASKS = ("xor_retrieve", "xor_full")

@@ -297,7 +297,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="dev", help="split label written to the CSV (default: dev)")
     p.add_argument("--gold", required=True, help="gold JSONL of the task (XOR-Retrieve or XOR-Full, with answers)")
     p.add_argument("--english-gold", help="xor_full only: XOR-Retrieve gold JSONL of the same split (English answers)")
-    p.add_argument("--run", required=True, action="append", help="TREC run; repeat to merge several (disjoint ids)")
+    p.add_argument("--run", required=True, nargs="+", help="TREC run(s); several are merged (disjoint question ids)")
     p.add_argument("--corpus", required=True, help="DPR TSV corpus the run's passage ids refer to")
     p.add_argument("--corpus-offsets", help="offset table of the corpus (python -m umr.corpus)")
     p.add_argument("--top-k", type=int, nargs="+", default=list(TOP_K), help="xor_full cut-offs (default: 1 5 20)")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import re
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -64,9 +65,12 @@ def _strings(value) -> Iterator[str]:
             yield from _strings(v)
 
 
-def collection_texts(corpora: Sequence[str | Path]) -> list[str]:
-    """`title text` of every passage of the given DPR TSV collections, in file order."""
-    return [f"{p.title} {p.text}" for path in corpora for p in iter_dpr_tsv(path)]
+def collection_texts(corpora: Sequence[str | Path]) -> list[tuple[str, str]]:
+    """(title, text) of every passage of the given DPR TSV collections, in file order.
+
+    A passage in two collections (XOR-Full's includes the English one) counts once.
+    """
+    return list(dict.fromkeys((p.title, p.text) for path in corpora for p in iter_dpr_tsv(path)))
 
 
 # -- tokenizers ---------------------------------------------------------------------------
@@ -131,12 +135,13 @@ def random_crop(ids: Sequence[int], rng: random.Random, min_ratio: float, max_ra
     return list(ids[start : start + length])
 
 
-def pretrain_retriever(texts: Sequence[str], out_dir: str | Path, *, vocab_size: int, hidden: int, layers: int,
+def pretrain_retriever(texts: Sequence[tuple[str, str]], out_dir: str | Path, *, vocab_size: int, hidden: int, layers: int,
                        heads: int, intermediate: int, steps: int, batch_size: int, lr: float, temperature: float,
                        seed: int, max_length: int = 256) -> None:
     """Build the tiny mContriever stand-in: tokenizer + BERT pre-trained on random-crop pairs."""
     seed_everything(seed)
     rng = random.Random(seed)
+    texts = [f"{title} {text}" for title, text in texts]
     tokenizer = train_wordpiece(texts, vocab_size)
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
                         num_attention_heads=heads, intermediate_size=intermediate, max_position_embeddings=max_length)
@@ -204,6 +209,12 @@ def gap_sentence(sentences: Sequence[Sequence[int]], rng: random.Random, mask_id
     return source[:max_input] + [eos], list(sentences[gap]) + [eos]
 
 
+def title_generation(title: Sequence[int], sentences: Sequence[Sequence[int]], eos: int,
+                     max_input: int) -> tuple[list[int], list[int]]:
+    """The passage's title from its text (titles of person articles are names the text repeats)."""
+    return [t for sent in sentences for t in sent][:max_input] + [eos], list(title) + [eos]
+
+
 def prefix_lm(ids: Sequence[int], rng: random.Random, eos: int, max_input: int, max_target: int) -> tuple[list[int], list[int]]:
     """LM adaptation: the encoder reads a prefix, the decoder continues the text."""
     cut = rng.randint(max(1, len(ids) // 4), max(2, (3 * len(ids)) // 4))
@@ -211,7 +222,26 @@ def prefix_lm(ids: Sequence[int], rng: random.Random, eos: int, max_input: int, 
 
 
 # Share of examples per unsupervised objective.
-OBJECTIVES = {"span corruption": 1 / 3, "gap sentence": 1 / 3, "prefix LM": 1 / 3}
+OBJECTIVES = {"title": 0.2, "gap sentence": 0.2, "span corruption": 0.1, "prefix LM": 0.1, "cross-lingual sentence": 0.4}
+_GLOSS = re.compile(r"\(([A-Z][a-z]+(?: [A-Z][a-z]+)+)\)")
+
+
+def interlanguage_links(texts: Sequence[tuple[str, str]]) -> list[tuple[int, list[int]]]:
+    """(in-language passage, English passages of the same title) pairs, found from text alone.
+
+    The toy analogue of Wikipedia's interlanguage links: an article about a foreign
+    person gives the original spelling in parentheses on first mention, and that
+    spelling is the title of the English article.
+    """
+    by_title: dict[str, list[int]] = {}
+    for i, (title, _) in enumerate(texts):
+        by_title.setdefault(title, []).append(i)
+    links = []
+    for i, (title, text) in enumerate(texts):
+        match = _GLOSS.search(text)
+        if match and match.group(1) != title and match.group(1) in by_title:
+            links.append((i, by_title[match.group(1)]))
+    return links
 
 
 def split_sentences(text: str) -> list[str]:
@@ -221,20 +251,23 @@ def split_sentences(text: str) -> list[str]:
     return [s for s in re.split(r"(?<=[.。।])\s+", text) if s]
 
 
-def pretrain_lm(texts: Sequence[str], out_dir: str | Path, *, vocab_size: int, d_model: int, layers: int, heads: int,
+def pretrain_lm(texts: Sequence[tuple[str, str]], out_dir: str | Path, *, vocab_size: int, d_model: int, layers: int, heads: int,
                 d_ff: int, steps: int, batch_size: int, lr: float, seed: int, max_input: int = 128,
-                max_target: int = 48, objectives: dict[str, float] | None = None) -> None:
+                max_target: int = 48, objectives: dict[str, float] | None = None,
+                label_smoothing: float = 0.1) -> None:
     """Build the tiny mT5-XL-LM-adapt stand-in from unlabelled passages.
 
-    Each example draws one of three unsupervised objectives: span corruption (mT5's
-    pre-training), prefix LM (its "LM adaptation") and gap-sentence generation
-    (PEGASUS: write the missing sentence of a passage). The last teaches what a model
-    of mT5-XL's size brings by itself and a model this small does not learn from the
-    first two in minutes: writing a sentence whose names come from the passage.
+    Each example draws one unsupervised objective (`OBJECTIVES`): span corruption
+    (mT5's pre-training), prefix LM (its "LM adaptation"), title generation and
+    gap-sentence generation (PEGASUS) within an article, and cross-lingual sentence
+    generation between articles on the same title in two languages (the toy's
+    interlanguage links). The last three stand in for what mT5-XL brings from its
+    scale and mC4: writing text in one language whose names and numbers come from a
+    passage in another. No question, answer or question-passage pair is involved.
     """
     seed_everything(seed)
     rng = random.Random(seed)
-    tokenizer = train_lm_tokenizer(texts, vocab_size)
+    tokenizer = train_lm_tokenizer([f"{title} {text}" for title, text in texts], vocab_size)
     config = MT5Config(vocab_size=len(tokenizer), d_model=d_model, d_kv=d_model // heads, d_ff=d_ff,
                        num_layers=layers, num_decoder_layers=layers, num_heads=heads, feed_forward_proj="gated-gelu",
                        tie_word_embeddings=False, decoder_start_token_id=tokenizer.pad_token_id,
@@ -244,10 +277,12 @@ def pretrain_lm(texts: Sequence[str], out_dir: str | Path, *, vocab_size: int, d
     # logits of std ~sqrt(d_model) and a first loss near 75; scale it like T5's tied head.
     torch.nn.init.normal_(model.lm_head.weight, std=d_model**-0.5)
     docs = []
-    for text in texts:
-        sentences = [ids for ids in tokenizer(split_sentences(text), add_special_tokens=False)["input_ids"] if ids]
-        if sum(map(len, sentences)) >= 8:
-            docs.append(sentences)
+    for title, text in texts:
+        pieces = tokenizer([title] + split_sentences(text), add_special_tokens=False)["input_ids"]
+        docs.append((pieces[0], [ids for ids in pieces[1:] if ids]))
+    links = interlanguage_links(texts)
+    log.info("%d in-language passages linked to English articles", len(links))
+    usable = [i for i, (title, sentences) in enumerate(docs) if title and sum(map(len, sentences)) >= 8]
     sentinel_ids = tokenizer.convert_tokens_to_ids([f"<extra_id_{i}>" for i in range(SENTINELS)])
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     scheduler = _schedule(optimizer, steps)
@@ -257,10 +292,19 @@ def pretrain_lm(texts: Sequence[str], out_dir: str | Path, *, vocab_size: int, d
     progress = tqdm(range(steps), desc="pretrain LM", mininterval=10)
     for step in progress:
         pairs = []
-        for sentences in rng.sample(docs, batch_size):
+        for index in rng.sample(usable, batch_size):
+            title, sentences = docs[index]
             flat = [t for sent in sentences for t in sent]
-            objective = rng.choices(names, weights)[0] if len(sentences) > 1 else "span corruption"
-            if objective == "span corruption":
+            objective = rng.choices(names, weights)[0]
+            if objective == "cross-lingual sentence" and links:
+                # A sentence of an in-language article, written from its English counterpart.
+                local, english = rng.choice(links)
+                en_title, en_sentences = docs[rng.choice(english)]
+                source = (list(en_title) + [t for sent in en_sentences for t in sent])[:max_input] + [eos]
+                pairs.append((source, list(rng.choice(docs[local][1])) + [eos]))
+            elif objective == "title":
+                pairs.append(title_generation(title, sentences, eos, max_input))
+            elif objective == "span corruption" or len(sentences) < 2:
                 pairs.append(span_corruption(flat[:max_input], rng, sentinel_ids, eos))
             elif objective == "gap sentence":
                 pairs.append(gap_sentence(sentences, rng, sentinel_ids[0], eos, max_input))
@@ -268,7 +312,11 @@ def pretrain_lm(texts: Sequence[str], out_dir: str | Path, *, vocab_size: int, d
                 pairs.append(prefix_lm(flat[: max_input + max_target], rng, eos, max_input, max_target))
         input_ids, mask = pad_batch([src for src, _ in pairs], pad)
         labels, _ = pad_batch([tgt[:max_target] for _, tgt in pairs], -100)
-        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        logits = model(input_ids=input_ids, attention_mask=mask, labels=labels).logits
+        # Label smoothing keeps the log-probabilities of unlikely tokens flat across
+        # passages, so a passage does not win every question by its prior alone.
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100,
+                               label_smoothing=label_smoothing)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

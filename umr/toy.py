@@ -52,13 +52,14 @@ class ToySizes:
     persons: int = 320
     first_names: int = 110
     surnames: int = 140
-    places: int = 150
-    orgs: int = 120
+    places: int = 600
+    orgs: int = 400
     filler_articles: int = 300
     passage_words: int = 70
     local_persons_per_language: int = 30
-    local_article_rate: float = 0.3
+    local_article_rate: float = 0.5
     shared_name_rate: float = 0.75
+    code_switch_rate: float = 0.5
     languages: tuple[str, ...] = XOR_LANGUAGES
     questions: dict = field(default_factory=lambda: {
         "xor_retrieve": {"train": 50, "dev": 50},
@@ -252,14 +253,17 @@ class _Generator:
         return [Passage(str(i), p.title, p.text) for i, p in enumerate(passages, start=1)]
 
     # -- in-language collections (XOR-Full) -----------------------------------------
-    def _local_sentence(self, p: Person, fact: str, lang: str) -> str:
+    def _local_sentence(self, p: Person, fact: str, lang: str, gloss: bool = False, latin: bool = False) -> str:
+        """One fact in the question language. `gloss` adds the original Latin spelling
+        after the name, as Wikipedias do on a foreign person's first mention; `latin`
+        writes the name in Latin script only (code-switching, common for foreign names)."""
         template = LOCAL_FACTS[fact][lang]
         if isinstance(template, dict):
             template = template[p.gender]
-        name = p.name.render(lang)
-        values = {"name": name, "occ": OCCUPATIONS[p.occupation][lang]}
+        name = p.name.render("en" if latin else lang)
+        values = {"name": name + (f" ({p.name.render()})" if gloss else ""), "occ": OCCUPATIONS[p.occupation][lang]}
         if lang == "ko":
-            values["name_topic"] = name + ("은" if korean_has_final(name) else "는")
+            values["name_topic"] = values["name"] + ("은" if latin or korean_has_final(name) else "는")
         if fact == "born":
             values |= {"place": p.born_place.render(lang), "year": p.born_year}
         elif fact == "died":
@@ -285,7 +289,9 @@ class _Generator:
                 passages.append(Passage("", p.name.render(lang), self._local_pad(sentences, lang)))
         for i in sorted(self.local_article_of[lang]):
             p = self.persons[i]
-            sentences = [self._local_sentence(p, f, lang) for f in ("born", "occupation", "spouse", "died")]
+            sentences = [self._local_sentence(p, f, lang, gloss=(f == "born"),
+                                              latin=f != "born" and self.rng.random() < self.sizes.code_switch_rate)
+                         for f in ("born", "occupation", "spouse", "died")]
             passages.append(Passage("", p.name.render(lang), self._local_pad(sentences, lang)))
         self.rng.shuffle(passages)
         return [Passage(f"{lang}_{i}", p.title, p.text) for i, p in enumerate(passages, start=1)]

@@ -146,23 +146,27 @@ EN_FACTS: dict[str, tuple[str, ...]] = {
 EN_PERSON_FILLER: tuple[str, ...] = (
     "{he} often travelled to {place} to visit friends.",
     "{his} letters are kept in the archive of {org}.",
-    "A street in {place} was named after {him} in {year}.",
     "{he} corresponded for years with {other}.",
-    "{his} early notebooks were rediscovered in {year}.",
     "{he} spoke several languages and read widely.",
     "Critics have compared {his_lower} style with that of {other}.",
-    "An exhibition about {his_lower} life opened in {place} in {year}.",
+    "{his} early notebooks were lost in a fire.",
+    "Contemporaries described {him} as patient and stubborn.",
+    "{he} rarely gave interviews and kept no diary.",
 )
 
+# Filler is mostly free of names and years: in real collections a random passage
+# seldom contains a given answer, and the toy should not let chance find answers.
 EN_FILLER: tuple[str, ...] = (
-    "The town of {place} lies on a {river} and had about {num} inhabitants in {year}.",
-    "In {year} {org} opened a new library in {place}.",
+    "The town of {place} lies on a {river}.",
     "{place} is known for its {thing}.",
-    "{org} was founded in {year} by a group of local merchants.",
-    "A railway line between {place} and {place2} was completed in {year}.",
-    "During the {decade}s the region around {place} grew quickly.",
-    "The annual fair in {place} attracted visitors from {place2} and beyond.",
-    "Records from {year} describe a severe winter in {place}.",
+    "During the {decade}s the region grew quickly.",
+    "Local newspapers of the time praised the new bridge.",
+    "The winters there are long and the summers short.",
+    "Many families moved to the coast in search of work.",
+    "Records from that period are incomplete.",
+    "The old market square was rebuilt after a flood.",
+    "Trade along the river brought timber, salt and grain.",
+    "A small museum now tells the story of the district.",
 )
 
 # Question templates per relation and language; a dict value splits by grammatical gender.

@@ -1,0 +1,31 @@
+# Two commands a user needs (README): `make toy` and `make test`.
+# Both create the virtual environment on first use; nothing is downloaded at run time.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CORES ?= 2
+
+.PHONY: setup toy test lint clean-toy
+
+setup: $(VENV)/.installed
+
+# torch first and pinned: 2.13.0 is the CPU build this machine and CI install from disk;
+# an unpinned torch would pull a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[test,bm25]'
+	touch $@
+
+toy: setup
+	$(BIN)/snakemake --cores $(CORES)
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/snakemake --lint
+
+clean-toy:
+	rm -rf results/toy
