@@ -3,7 +3,13 @@
 # (-> next iteration) -> evaluate -> metrics. See README.md for how it maps to the paper.
 from umr.config import validate_for_snakemake
 
-configfile: "config.yaml"
+# The toy default, unless config files are given (`--configfile config.paper.yaml`, or the
+# SLURM profile's): those then replace it instead of being merged into it.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
+
+
 validate_for_snakemake(config)
 
 include: "rules/common.smk"
@@ -15,6 +21,8 @@ include: "rules/retrieve.smk"
 include: "rules/rerank.smk"
 include: "rules/distill.smk"
 include: "rules/evaluate.smk"
+include: "rules/report.smk"
+include: "rules/baselines.smk"
 
 
 rule all:

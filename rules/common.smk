@@ -6,7 +6,7 @@ import re
 import shlex
 import sys
 
-from umr.lineage import NAME, RETRIEVER_NODE, DistillSpec, Node, RerankSpec, score_cache_sources
+from umr.lineage import BM25_NODE, NAME, RETRIEVER_NODE, DistillSpec, Node, RerankSpec, score_cache_sources
 from umr.plan import default_distill, default_rerank, evaluations, planned_reranks
 
 # Stages run as `python -m umr.<stage>`. `python` is the interpreter running Snakemake
@@ -32,7 +32,8 @@ wildcard_constraints:
     node=RETRIEVER_NODE,
     rtag=r"rr-[^/]+",
     dtag=r"kd-[^/]+",
-    enode=rf"{RETRIEVER_NODE}(?:/rr-[^/]+)?",
+    enode=rf"{BM25_NODE}|{RETRIEVER_NODE}(?:/rr-[^/]+)?",
+    collection=r"en|" + "|".join(LANGUAGES),
     name=NAME,
     shard=r"[0-9]+",
     shards=r"[0-9]+",
@@ -172,9 +173,28 @@ def rerank_top_k(wildcards):
 def evaluated_runs(wildcards):
     """The run(s) an evaluation scores: a retriever's run, or all chunks of a reranking."""
     enode = wildcards.enode
+    if enode == BM25_NODE:
+        return bm25_runs(wildcards.task, wildcards.split)
     if enode.rsplit("/", 1)[-1].startswith(RerankSpec.PREFIX):
         return rerank_chunks(wildcards.task, enode, wildcards.split, LANGUAGES)
     return f"{RESULTS}/{wildcards.task}/{enode}/runs/{wildcards.split}.trec"
+
+
+# -- baselines --------------------------------------------------------------------------------
+def bm25_runs(task, split):
+    return [f"{RESULTS}/{task}/{BM25_NODE}/runs/{split}/{lang}.trec" for lang in LANGUAGES]
+
+
+def bm25_collection(wildcards):
+    """XOR-Retrieve: the English collection; XOR-Full: the question language's own collection."""
+    if wildcards.task == "xor_retrieve":
+        return corpus_file("xor_retrieve")
+    return f"{RESULTS}/xor_full/{BM25_NODE}/collections/{wildcards.collection}.tsv"
+
+
+def bm25_index(wildcards):
+    collection = "en" if wildcards.task == "xor_retrieve" else wildcards.lang
+    return f"{RESULTS}/{wildcards.task}/{BM25_NODE}/index/{collection}"
 
 
 # -- targets ----------------------------------------------------------------------------------
@@ -187,7 +207,7 @@ def display_names():
 
 
 def final_targets():
-    return [f"{RESULTS}/metrics.csv"]
+    return [f"{RESULTS}/metrics.csv", *report_targets()]  # report_targets: rules/report.smk
 
 
 # -- resources ---------------------------------------------------------------------------------
@@ -198,3 +218,54 @@ def runtime_minutes(base):
         return base * 2 ** (attempt - 1)
 
     return runtime
+
+
+# -- downloads (benchmark xor-tydi) -----------------------------------------------------------------
+# Jobs never download: data files and hub models are fetched once by local rules
+# (download_questions, download_corpus, fetch_model), and every job runs offline, so a
+# compute node without internet fails at once instead of hanging on a hub request.
+os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+
+
+def download_key(wildcards):
+    """A downloaded file's key in data.urls / MANIFEST.json: its path under results/<dataset>/data/."""
+    if "qsplit" in wildcards.keys():
+        return f"{wildcards.task}/{wildcards.qsplit}.jsonl"
+    return f"corpus/{wildcards.task}.tsv"
+
+
+def download_url(wildcards):
+    return config["data"]["urls"][download_key(wildcards)]
+
+
+def download_options(wildcards):
+    """Manifest key and, when pinned in data.sha256, the expected checksum."""
+    key = download_key(wildcards)
+    pin = config["data"]["sha256"].get(key)
+    return f"--key {key}" + (f" --sha256 {pin}" if pin else "")
+
+
+def download_manifest(wildcards):
+    return f"{RESULTS}/data/MANIFEST.json"
+
+
+def hub_model_id(wildcards):
+    return config["models"][wildcards.name]["hub"]
+
+
+def hub_model_revision(wildcards):
+    return config["models"][wildcards.name].get("revision", "main")
+
+
+def hub_models():
+    return [name for name, model in config["models"].items() if "hub" in model]
+
+
+def xor_tydi_files():
+    """Every file of SPEC §2 (test questions included) and the hub models, for prefetching."""
+    return [f"{RESULTS}/data/{key}" for key in config["data"]["urls"]] + [model_dir(n) for n in hub_models()]
+
+
+def corpus_scan_mem_mb(wildcards, input):
+    """Memory of `python -m umr.corpus`: ~1/4 of the TSV's size (id and offset lists), plus 1 GB."""
+    return 1000 + int(input.size_mb / 4)

@@ -20,3 +20,25 @@ rule toy_model:
     shell:
         "python -m umr.models {params.kind} --corpus {input.corpora} --out {output} "
         "{params.options} --threads {threads} > {log} 2>&1"
+
+
+if config["benchmark"] == "xor-tydi":
+
+    # Hub models are fetched once, where Snakemake runs (compute nodes may lack
+    # internet), into a local directory that every job reads with HF_HUB_OFFLINE=1.
+    localrules:
+        fetch_model,
+
+    rule fetch_model:
+        output:
+            directory("results/{dataset}/models/hub/{name}"),
+        params:
+            repo_id=hub_model_id,
+            revision=hub_model_revision,
+        log:
+            "results/{dataset}/logs/fetch_model.{name}.log",
+        conda:
+            "../envs/umr.yaml"
+        shell:
+            "python -m umr.download model --repo-id {params.repo_id} --revision {params.revision} "
+            "--out {output} > {log} 2>&1"

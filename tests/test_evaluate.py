@@ -294,7 +294,8 @@ def cli(*argv: str) -> int:
 def test_cli_end_to_end(files, capsys):
     out, preds = files["dir"] / "eval.csv", files["dir"] / "pred.json"
     rc = cli("--task", "xor_retrieve", "--split", "dev", "--gold", files["gold"], "--run", files["ja"],
-             "--run", files["ko"], "--corpus", files["corpus"], "--out", out, "--predictions-out", preds)
+             "--run", files["ko"], "--corpus", files["corpus"], "--out", out, "--predictions-out", preds,
+             "--missing", "skip")
     assert rc == 0
     # run_cli logs to stderr (it replaces the root handlers, so caplog sees nothing).
     assert "WARNING umr: 1 of 4 gold questions are not in the run" in capsys.readouterr().err
@@ -321,7 +322,7 @@ def test_cli_xor_full(files):
     english = files["dir"] / "english.jsonl"
     write_questions(english, [gq("q1", "ja", "Japan")])
     rc = cli("--task", "xor_full", "--gold", files["gold"], "--english-gold", english, "--run", files["ja"],
-             "--run", files["ko"], "--corpus", files["corpus"], "--out", out, "--top-k", "1")
+             "--run", files["ko"], "--corpus", files["corpus"], "--out", out, "--top-k", "1", "--missing", "skip")
     assert rc == 0
     with open(out, encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -330,6 +331,16 @@ def test_cli_xor_full(files):
         ("target", "ja"): ("0.0", "1"), ("target", "ko"): ("100.0", "1"), ("target", "avg"): ("50.0", "2"),
         ("all", "ja"): ("50.0", "2"), ("all", "ko"): ("100.0", "1"), ("all", "avg"): ("75.0", "3"),
     }
+
+
+def test_cli_counts_questions_missing_from_the_run_as_misses_by_default(files, capsys):
+    out = files["dir"] / "eval.csv"
+    rc = cli("--task", "xor_retrieve", "--gold", files["gold"], "--run", files["ja"], files["ko"],
+             "--corpus", files["corpus"], "--out", out, "--languages", "ja", "ko")
+    assert rc == 0
+    assert "1 of 4 gold questions are not in the run: counted as misses" in capsys.readouterr().err
+    # q4 (ko) found nothing: ko is 1 hit of 2.
+    assert "xor_retrieve,dev,ko,all,R@2kt,50.0,2\n" in out.read_text(encoding="utf-8")
 
 
 def test_cli_malformed_gold_is_a_one_line_error(files, capsys):

@@ -16,6 +16,26 @@ clipping, dropout on, a fixed seed. The gradient cache (Gao et al., 2021) comput
 the same gradients as the full batch in chunks, to fit 16 × 16 passages on a GPU.
 Training reads questions through `read_questions`, which has no answers: UMR never
 sees answers or gold passages.
+
+**Checkpoints and resuming.** Every `checkpoint_every` steps (config
+`umr.distill.checkpoint_every`; 0 = only on a signal) the complete training state
+is saved in `<out>.checkpoints/step-<N>.pt`, next to the output directory that
+the rule declares (so Snakemake neither deletes it when the job fails nor takes
+it for an output): both encoders, the optimizer and scheduler, the torch (CPU and
+CUDA) and Python RNG states, the `random.Random` of data order and passage
+sampling with the position in the epoch's order, the step and the losses so far.
+The last two checkpoints are kept; each is written atomically. Rerunning the
+same command resumes from the newest one and ends with the same weights, bit for
+bit, as an uninterrupted run (tests/test_resume.py). A checkpoint of another
+computation (other inputs, student or settings: its fingerprint differs) is
+discarded with a warning and training starts over; a truncated or corrupt one
+stops the run with a one-line error naming it (delete it to resume from the
+previous one). The directory is removed once the retriever is saved.
+
+On SIGTERM or SIGUSR1 (SLURM's time limit, or the early `--signal` the distill
+rule asks for) the trainer finishes the current step, saves a checkpoint and
+exits with status 128 + signal number; Snakemake's `retries` then resubmits the
+job, which resumes.
 """
 
 from __future__ import annotations
@@ -23,10 +43,11 @@ from __future__ import annotations
 import argparse
 import json
 import random
-from contextlib import contextmanager
+import shutil
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +57,8 @@ from transformers import get_linear_schedule_with_warmup
 from umr.corpus import Corpus
 from umr.encode import DualEncoder, device_for, embed, pad_batch
 from umr.errors import UMRError
-from umr.io import atomic_dir, log, run_cli, seed_everything, set_threads
+from umr.io import (Interrupted, StopSignals, atomic_dir, atomic_file, fingerprint, log, path_identity, run_cli,
+                    seed_everything, set_threads)
 from umr.records import Passage, Question, read_questions, read_trec_run
 
 # Log-probability given to other questions' passages (official code): exp(-1000) == 0.
@@ -143,15 +165,25 @@ class Distiller:
         self.scheduler = get_linear_schedule_with_warmup(self.optimizer, min(settings.warmup_steps, self.total_steps),
                                                          self.total_steps)
         self.rng = random.Random(settings.seed)
+        # Data cursor: epoch, that epoch's question order, batches of it already drawn.
+        self.epoch, self.order, self.position = 0, None, 0
+        self.step, self.losses = 0, []
 
     def batches(self) -> Iterator[tuple[list[str], list[Passage], torch.Tensor]]:
-        """(question texts, b·n passages, [b, n] teacher scores) per step, epoch after epoch."""
+        """(question texts, b·n passages, [b, n] teacher scores) per step, epoch after epoch.
+
+        Continues from the data cursor, which always describes the state after the
+        last batch drawn, so a restored cursor and RNG give the batches that follow.
+        """
         s = self.s
-        for _ in range(s.epochs):
-            order = list(range(len(self.examples)))
-            self.rng.shuffle(order)
-            for step in range(self.steps_per_epoch):
-                batch = [self.examples[i] for i in order[step * s.batch_size : (step + 1) * s.batch_size]]
+        while self.epoch < s.epochs:
+            if self.order is None:
+                order = list(range(len(self.examples)))
+                self.rng.shuffle(order)
+                self.order, self.position = order, 0
+            while self.position < self.steps_per_epoch:
+                step = self.position
+                batch = [self.examples[i] for i in self.order[step * s.batch_size : (step + 1) * s.batch_size]]
                 texts, passages, scores = [], [], []
                 for ex in batch:
                     picked = self.rng.sample(range(len(ex.passages)), s.passages_per_question)
@@ -159,7 +191,9 @@ class Distiller:
                     passages.extend(self.passages[ex.passages[j]] for j in picked)
                     scores.append([ex.scores[j] for j in picked])
                 teacher = torch.tensor(scores, dtype=torch.float32)
+                self.position += 1
                 yield texts, passages, (-teacher if s.negate_teacher else teacher)
+            self.epoch, self.order, self.position = self.epoch + 1, None, 0
 
     def _tensors(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         input_ids, mask = pad_batch(ids, self.encoder.tokenizer.pad_token_id)
@@ -200,32 +234,193 @@ class Distiller:
                 fresh.backward(gradient=rep.grad[start : start + size])
         return loss.item()
 
-    def train(self) -> list[float]:
+    def train(self, checkpoints: "Checkpoints | None" = None, checkpoint_every: int = 0) -> list[float]:
+        """Train to the end (or, with `checkpoints`, from the newest checkpoint to the end).
+
+        With `checkpoints`, the state is saved every `checkpoint_every` steps (0: never
+        periodically) and on SIGTERM/SIGUSR1, which then stop training (`Interrupted`).
+        """
         enc, s = self.encoder, self.s
+        if checkpoints is not None:
+            checkpoints.resume(self)
         enc.query_model.train()
         enc.passage_model.train()
-        losses = []
-        bar = tqdm(total=self.total_steps, desc="distill", unit="step", mininterval=10)
-        for step, (texts, passages, teacher) in enumerate(self.batches(), start=1):
-            loss = self.step_gradients(texts, passages, teacher)
-            torch.nn.utils.clip_grad_norm_(self.params, s.max_grad_norm)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            losses.append(loss)
-            bar.update(1)
-            if step % max(1, self.steps_per_epoch) == 0 or step == self.total_steps:
-                epoch_losses = losses[-self.steps_per_epoch:]
-                log.info("epoch %d/%d (step %d) mean loss %.4f", step // max(1, self.steps_per_epoch), s.epochs,
-                         step, sum(epoch_losses) / len(epoch_losses))
+        losses = self.losses
+        bar = tqdm(total=self.total_steps, initial=self.step, desc="distill", unit="step", mininterval=10)
+        # Signals stop training only where the state can be saved; otherwise they keep their default.
+        with (StopSignals() if checkpoints is not None else nullcontext(StopSignals(()))) as stop:
+            for texts, passages, teacher in self.batches():
+                loss = self.step_gradients(texts, passages, teacher)
+                torch.nn.utils.clip_grad_norm_(self.params, s.max_grad_norm)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                losses.append(loss)
+                self.step = step = self.step + 1
+                bar.update(1)
+                if step % max(1, self.steps_per_epoch) == 0 or step == self.total_steps:
+                    epoch_losses = losses[-self.steps_per_epoch:]
+                    log.info("epoch %d/%d (step %d) mean loss %.4f", step // max(1, self.steps_per_epoch), s.epochs,
+                             step, sum(epoch_losses) / len(epoch_losses))
+                if checkpoints is None:
+                    continue
+                saved = None
+                if checkpoint_every and step % checkpoint_every == 0 and step < self.total_steps:
+                    saved = checkpoints.save(self)
+                if stop.received is not None:
+                    saved = saved or checkpoints.save(self)
+                    raise Interrupted(f"stopped by {signal_name(stop.received)} at step {step}/{self.total_steps}; "
+                                      f"checkpoint {saved} saved: rerun the same command to resume", stop.received)
         bar.close()
         return losses
+
+    # -- checkpoint state -------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """Everything that determines the rest of training."""
+        return {
+            "step": self.step,
+            "losses": list(self.losses),
+            "query_model": self.encoder.query_model.state_dict(),
+            "passage_model": self.encoder.passage_model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "cursor": {"epoch": self.epoch, "order": self.order, "position": self.position},
+            "rng": {
+                "data": self.rng.getstate(),
+                "python": random.getstate(),
+                "torch": torch.random.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            },
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.encoder.query_model.load_state_dict(state["query_model"])
+        self.encoder.passage_model.load_state_dict(state["passage_model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.losses = int(state["step"]), list(state["losses"])
+        cursor = state["cursor"]
+        self.epoch, self.order, self.position = cursor["epoch"], cursor["order"], cursor["position"]
+        rng = state["rng"]
+        self.rng.setstate(_as_tuple(rng["data"]))
+        random.setstate(_as_tuple(rng["python"]))
+        torch.random.set_rng_state(rng["torch"])
+        if rng["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        elif rng["cuda"] is not None:
+            log.warning("checkpoint has CUDA RNG states but no GPU is visible: dropout on CPU will differ from "
+                        "an uninterrupted GPU run")
+
+
+def signal_name(signum: int) -> str:
+    import signal
+
+    return signal.Signals(signum).name
+
+
+def _as_tuple(value):
+    """Python RNG state back from the checkpoint (lists, where pickling kept tuples anyway)."""
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+CHECKPOINT_FORMAT = 1
+CHECKPOINT_KEYS = ("format", "fingerprint", "step", "losses", "query_model", "passage_model", "optimizer", "scheduler",
+                   "cursor", "rng")
+
+
+def checkpoint_dir_for(out_dir: str | Path) -> Path:
+    """`<out>.checkpoints`: next to the declared output, never inside it."""
+    out_dir = Path(out_dir)
+    return out_dir.with_name(out_dir.name + ".checkpoints")
+
+
+class Checkpoints:
+    """The checkpoints of one distillation run in a directory (`step-<N>.pt`, newest two kept).
+
+    `key` is the fingerprint of the computation (inputs, student, settings): a
+    checkpoint with another fingerprint belongs to another run and is discarded.
+    """
+
+    KEEP = 2
+
+    def __init__(self, directory: str | Path, key: str):
+        self.dir, self.key = Path(directory), key
+
+    def files(self) -> list[Path]:
+        if not self.dir.is_dir():
+            return []
+        return sorted((p for p in self.dir.glob("step-*.pt") if p.stem[5:].isdigit()), key=lambda p: int(p.stem[5:]))
+
+    def load(self, path: Path) -> dict[str, Any]:
+        """A checkpoint's state (on the CPU); a truncated or corrupt file is a one-line error naming it."""
+        try:
+            # CPU: RNG states must stay CPU tensors; load_state_dict moves weights to the model's device.
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(state, dict) or any(k not in state for k in CHECKPOINT_KEYS):
+                raise ValueError("missing entries")
+            if state["format"] != CHECKPOINT_FORMAT:
+                raise ValueError(f"format {state['format']}, expected {CHECKPOINT_FORMAT}")
+        except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, zip errors ...
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UMRError(f"{path}: truncated or corrupt distillation checkpoint ({reason}); delete it to resume "
+                           f"from the previous checkpoint, or delete {self.dir} to start over") from None
+        return state
+
+    def resume(self, distiller: "Distiller") -> None:
+        """Load the newest checkpoint of this computation into `distiller`, if there is one."""
+        files = self.files()
+        if not files:
+            return
+        state = self.load(files[-1])
+        if state["fingerprint"] != self.key:
+            log.warning("%s holds checkpoints of a different run (inputs, student or settings changed); "
+                        "discarding them and starting over", self.dir)
+            shutil.rmtree(self.dir)
+            return
+        try:
+            distiller.load_state(state)
+        except (KeyError, ValueError, RuntimeError, TypeError) as err:
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UMRError(f"{files[-1]}: checkpoint does not fit this model ({reason}); delete {self.dir} "
+                           "to start over") from None
+        log.info("resuming from %s: step %d of %d", files[-1], distiller.step, distiller.total_steps)
+
+    def save(self, distiller: "Distiller") -> Path:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / f"step-{distiller.step:08d}.pt"
+        with atomic_file(path) as tmp:
+            torch.save({"format": CHECKPOINT_FORMAT, "fingerprint": self.key, **distiller.state()}, tmp)
+        for old in self.files()[: -self.KEEP]:
+            old.unlink()
+        log.info("checkpoint %s (step %d of %d)", path, distiller.step, distiller.total_steps)
+        return path
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def run_fingerprint(student: str, examples: Sequence[TrainingExample], passages: dict[str, Passage],
+                    settings: DistillSettings, top_k: int, device: torch.device) -> str:
+    """What a checkpoint must match to be resumed: the student, the training data, the settings."""
+    return fingerprint({
+        "student": [str(student), path_identity(student)],
+        "settings": asdict(settings), "top_k": top_k, "device": device.type,
+        "examples": fingerprint([(ex.question.id, ex.question.text, ex.passages, [repr(x) for x in ex.scores])
+                                 for ex in examples]),
+        "passages": fingerprint([(p.id, p.title, p.text) for _, p in sorted(passages.items())]),
+    })
 
 
 def distill(student: str, questions_file: str | Path, runs: Sequence[str | Path], corpus: Corpus,
             settings: DistillSettings, top_k: int, out_dir: str | Path, languages: Sequence[str] | None = None,
-            device: str = "auto") -> list[float]:
-    """Train a retriever from `student` on reranked runs; writes a retriever directory."""
+            device: str = "auto", checkpoint_every: int = 0, checkpoint_dir: str | Path | None = None) -> list[float]:
+    """Train a retriever from `student` on reranked runs; writes a retriever directory.
+
+    With `checkpoint_every` > 0 (or a `checkpoint_dir`), training checkpoints into
+    `checkpoint_dir` (default `<out_dir>.checkpoints`), resumes from the newest
+    checkpoint found there, stops cleanly on SIGTERM/SIGUSR1, and removes the
+    directory once the retriever is saved.
+    """
     seed_everything(settings.seed)
     questions = read_questions(questions_file, languages)
     examples = load_examples(questions, runs, top_k, settings.passages_per_question)
@@ -237,11 +432,17 @@ def distill(student: str, questions_file: str | Path, runs: Sequence[str | Path]
     encoder.passage_model.to(dev)
     log.info("distilling %d questions x %d passages (top-%d), %s", len(examples), settings.passages_per_question,
              top_k, json.dumps(asdict(settings)))
-    losses = Distiller(encoder, examples, passages, settings, dev).train()
+    checkpoints = None
+    if checkpoint_every > 0 or checkpoint_dir is not None:
+        checkpoints = Checkpoints(checkpoint_dir or checkpoint_dir_for(out_dir),
+                                  run_fingerprint(student, examples, passages, settings, top_k, dev))
+    losses = Distiller(encoder, examples, passages, settings, dev).train(checkpoints, checkpoint_every)
     with atomic_dir(out_dir) as tmp:
         encoder.save(tmp)
         (tmp / "distill_settings.json").write_text(json.dumps(asdict(settings) | {"student": student, "top_k": top_k},
                                                               indent=2) + "\n")
+    if checkpoints is not None:
+        checkpoints.remove()
     return losses
 
 
@@ -270,6 +471,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--passage-chunk-size", type=int, default=8)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--checkpoint-every", type=int, default=500,
+                   help="save the training state every N steps (0: only on SIGTERM/SIGUSR1); a rerun resumes from it")
+    p.add_argument("--checkpoint-dir", help="where checkpoints live (default: <out>.checkpoints, removed when done)")
     p.add_argument("--out", required=True, help="output retriever directory")
     return p
 
@@ -282,9 +486,12 @@ def _main(args: argparse.Namespace) -> None:
         warmup_steps=args.warmup_steps, max_grad_norm=args.max_grad_norm, max_length=args.max_length, seed=args.seed,
         negate_teacher=args.negate_teacher, grad_cache=args.grad_cache, query_chunk_size=args.query_chunk_size,
         passage_chunk_size=args.passage_chunk_size)
+    if args.checkpoint_every < 0:
+        raise UMRError(f"--checkpoint-every: must be 0 (off) or a number of steps, got {args.checkpoint_every}")
+    checkpoint_dir = args.checkpoint_dir or checkpoint_dir_for(args.out)
     with Corpus(args.corpus, args.offsets) as corpus:
         distill(args.student, args.questions, args.reranked, corpus, settings, args.top_k, args.out, args.languages,
-                args.device)
+                args.device, checkpoint_every=args.checkpoint_every, checkpoint_dir=checkpoint_dir)
     log.info("saved %s", args.out)
 
 

@@ -16,9 +16,10 @@ passages do not pay for the 256-token maximum (the reference code pads to 256).
 from __future__ import annotations
 
 import argparse
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTo
 
 from umr.corpus import Corpus
 from umr.errors import UMRError
-from umr.io import atomic_file, log, run_cli, set_threads
+from umr.io import PartsDir, atomic_file, log, path_identity, run_cli, set_threads
 from umr.records import Passage
 
 QUERY_DIR, PASSAGE_DIR = "query_encoder", "passage_encoder"
@@ -157,28 +158,76 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def model_identity(model: PreTrainedModel) -> Any:
+    """What identifies a model's weights, for fingerprints of resumable work.
+
+    A model loaded from a local directory is identified by its files (names, sizes,
+    mtimes: cheap at any size); any other by a hash of its parameters.
+    """
+    source = Path(getattr(model, "name_or_path", "") or "")
+    if str(source) and source.is_dir():
+        return {"dir": str(source.resolve()), "files": path_identity(source)}
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode("utf-8"))
+        digest.update(tensor.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
+    return {"weights": digest.hexdigest()}
+
+
 def encode_corpus_shard(encoder: "DualEncoder", corpus: Corpus, shard: int, num_shards: int, out: str | Path,
                         batch_size: int = 128, fp16: bool = False, chunk_size: int = 50_000) -> tuple[int, int]:
     """Encode one shard into a .npy file, streaming `chunk_size` passages at a time.
 
     Memory stays flat in the corpus size: passages are read, tokenized and encoded
-    chunk by chunk and written straight into a memory-mapped output array.
+    chunk by chunk. Each finished chunk is saved in `<out>.parts/` (`umr.io.PartsDir`),
+    so a job killed half-way redoes only the unfinished chunks when rerun; the
+    chunks are then merged into `out` (atomically) and the parts removed. Chunks
+    computed by another model, corpus or setting are discarded, not reused.
     """
     start, stop = shard_rows(len(corpus), shard, num_shards)
     dim = encoder.passage_model.config.hidden_size
+    dtype = np.float16 if fp16 else np.float32
     log.info("encoding passages %d-%d of %d (shard %d/%d)", start, stop, len(corpus), shard + 1, num_shards)
+    parts = PartsDir(out, {
+        "stage": "encode", "model": model_identity(encoder.passage_model), "max_length": encoder.max_length,
+        "tokenizer": type(encoder.tokenizer).__name__, "vocab": len(encoder.tokenizer),
+        "corpus": [str(corpus.path.resolve()), path_identity(corpus.path), len(corpus)],
+        "rows": [start, stop], "chunk_size": chunk_size, "batch_size": batch_size, "dtype": np.dtype(dtype).name,
+        "dim": dim, "device": next(encoder.passage_model.parameters()).device.type,
+    })
+    chunks = [(a, min(a + chunk_size, stop)) for a in range(start, stop, chunk_size)]
+    names = [f"rows-{a:012d}-{b:012d}.npy" for a, b in chunks]
+    done = set(parts.done())
+    if done & set(names):
+        log.info("resuming: %d of %d chunks already encoded in %s", len(done & set(names)), len(chunks), parts.path)
+    for (chunk_start, chunk_stop), name in zip(chunks, names):
+        if name in done and _valid_chunk(parts.file(name), (chunk_stop - chunk_start, dim), dtype):
+            continue
+        ids = encoder.tokenize_passages(list(corpus.iter_rows(chunk_start, chunk_stop)))
+        vectors = encode_ids(encoder.passage_model, ids, encoder.tokenizer.pad_token_id, batch_size,
+                             desc=f"shard {shard} rows {chunk_start}-{chunk_stop}")
+        with parts.write(name) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, vectors.astype(dtype, copy=False))
     with atomic_file(out) as tmp:
-        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16 if fp16 else np.float32,
-                                          shape=(stop - start, dim))
-        for chunk_start in range(start, stop, chunk_size):
-            chunk_stop = min(chunk_start + chunk_size, stop)
-            ids = encoder.tokenize_passages(list(corpus.iter_rows(chunk_start, chunk_stop)))
-            array[chunk_start - start : chunk_stop - start] = encode_ids(
-                encoder.passage_model, ids, encoder.tokenizer.pad_token_id, batch_size,
-                desc=f"shard {shard} rows {chunk_start}-{chunk_stop}")
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(stop - start, dim))
+        for (chunk_start, chunk_stop), name in zip(chunks, names):
+            array[chunk_start - start : chunk_stop - start] = np.load(parts.file(name), mmap_mode="r")
         array.flush()
         del array
+    parts.remove()
     return start, stop
+
+
+def _valid_chunk(path: Path, shape: tuple[int, int], dtype) -> bool:
+    """A saved chunk of the expected shape and type (else it is recomputed)."""
+    try:
+        array = np.load(path, mmap_mode="r")
+        ok = array.shape == shape and array.dtype == dtype
+    except (OSError, ValueError):
+        ok = False
+    if not ok:
+        log.warning("%s: unreadable or of the wrong shape; encoding it again", path)
+    return ok
 
 
 def _main(args: argparse.Namespace) -> None:

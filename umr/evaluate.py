@@ -250,24 +250,31 @@ def merge_runs(paths: Sequence[str | Path]) -> Run:
     return merged
 
 
-def build_predictions(gold: Mapping[str, GoldQuestion], run: Run, corpus: Corpus) -> list[Prediction]:
-    """The run's gold questions with their passage texts, in gold-file order.
+def build_predictions(gold: Mapping[str, GoldQuestion], run: Run, corpus: Corpus,
+                      missing: str = "empty") -> list[Prediction]:
+    """The gold questions with their passage texts, in gold-file order.
 
-    Gold questions absent from the run are left out (the official script then
-    ignores them) and run questions absent from the gold file are dropped; both
-    are logged as warnings with their counts.
+    A gold question absent from the run is, with `missing="empty"` (the pipeline's
+    default), a prediction with no passages, i.e. a miss: every retriever here lists
+    every question, so an absent one is a search that found nothing (BM25 can). With
+    `missing="skip"` it is left out, as the official script ignores questions absent
+    from a prediction file. Run questions absent from the gold file are dropped.
+    Both cases are logged with their counts.
     """
-    missing = sum(qid not in run for qid in gold)
-    if missing:
-        log.warning("%d of %d gold questions are not in the run: they are ignored, not counted as misses "
-                    "(official eval_xor_retrieve.py semantics)", missing, len(gold))
+    if missing not in ("empty", "skip"):
+        raise ValueError(f"missing must be 'empty' or 'skip', not {missing!r}")
+    absent = sum(qid not in run for qid in gold)
+    if absent:
+        log.warning("%d of %d gold questions are not in the run: %s", absent, len(gold),
+                    "counted as misses (no passages)" if missing == "empty" else
+                    "ignored, not counted (official eval_xor_retrieve.py semantics)")
     extra = sum(qid not in gold for qid in run)
     if extra:
         log.warning("%d run questions are not in the gold file and are ignored", extra)
     return [
-        Prediction(qid, q.lang, tuple(p.text for p in corpus.get_many([docid for docid, _ in run[qid]])))
+        Prediction(qid, q.lang, tuple(p.text for p in corpus.get_many([docid for docid, _ in run.get(qid, [])])))
         for qid, q in gold.items()
-        if qid in run
+        if qid in run or missing == "empty"
     ]
 
 
@@ -297,10 +304,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="dev", help="split label written to the CSV (default: dev)")
     p.add_argument("--gold", required=True, help="gold JSONL of the task (XOR-Retrieve or XOR-Full, with answers)")
     p.add_argument("--english-gold", help="xor_full only: XOR-Retrieve gold JSONL of the same split (English answers)")
-    p.add_argument("--run", required=True, nargs="+", help="TREC run(s); several are merged (disjoint question ids)")
+    p.add_argument("--run", required=True, nargs="+", action="extend",
+                   help="TREC run(s); several are merged (disjoint question ids)")
     p.add_argument("--corpus", required=True, help="DPR TSV corpus the run's passage ids refer to")
     p.add_argument("--corpus-offsets", help="offset table of the corpus (python -m umr.corpus)")
     p.add_argument("--top-k", type=int, nargs="+", default=list(TOP_K), help="xor_full cut-offs (default: 1 5 20)")
+    p.add_argument("--languages", nargs="+", help="score only gold questions of these languages")
+    p.add_argument("--missing", choices=["empty", "skip"], default="empty",
+                   help="gold questions absent from the run: misses (default) or ignored (official script)")
     p.add_argument("--out", required=True, help="output CSV")
     p.add_argument("--predictions-out", help="also write the official JSON prediction file")
     return p
@@ -310,12 +321,14 @@ def _main(args: argparse.Namespace) -> None:
     if args.english_gold is not None and args.task != "xor_full":
         raise ConfigError("--english-gold: only --task xor_full uses it")
     gold = read_gold(args.gold)
+    if args.languages:
+        gold = {qid: q for qid, q in gold.items() if q.lang in args.languages}
     english_gold = read_gold(args.english_gold) if args.english_gold is not None else None
     if args.task == "xor_full" and english_gold is None:
         log.warning("no --english-gold: XOR-Full is scored on subset 'all' only")
     run = merge_runs(args.run)
     with Corpus(args.corpus, args.corpus_offsets) as corpus:
-        predictions = build_predictions(gold, run, corpus)
+        predictions = build_predictions(gold, run, corpus, args.missing)
     rows = evaluate_run(args.task, args.split, gold, predictions, english_gold, top_k=args.top_k)
     if args.predictions_out:
         write_predictions(args.predictions_out, predictions)

@@ -85,6 +85,9 @@ class DistillSpec:
         return cls(float(t), int(b), int(n), ibn == "ibn", int(e), float(lr), int(w), float(g), int(s), neg is not None)
 
 
+# The BM25 baseline's node (not a dense retriever: no retriever/, index/ of embeddings).
+BM25_NODE = "baselines/bm25"
+
 # Wildcard constraints: a retriever node is a root plus (rerank, distill) pairs.
 RETRIEVER_NODE = rf"{NAME}(?:/rr-[^/]+/kd-[^/]+)*"
 RERANK_NODE = rf"{RETRIEVER_NODE}/rr-[^/]+"

@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 
 from umr.errors import UMRError
 from umr.io import atomic_file, log, run_cli
-from umr.lineage import DistillSpec, Node, RerankSpec
+from umr.lineage import BM25_NODE, DistillSpec, Node, RerankSpec
 
 SETTING_COLUMNS = ("retriever", "reranker", "template", "aggregation", "rerank_top_k") + tuple(
     f.name for f in fields(DistillSpec))
@@ -27,6 +27,9 @@ COLUMNS = ("system", "variant", "iteration", "reranked", "task", "split", "lang"
 def describe(task_relative: str, display: dict[str, str], default_rerank: RerankSpec | None,
              default_distill: DistillSpec | None) -> dict:
     """System, variant, iteration and settings of an evaluated node path (`<node>[/rr-<tag>]`)."""
+    if task_relative.strip("/") == BM25_NODE:
+        return {"system": "BM25", "variant": "default", "iteration": 0, "reranked": False,
+                **dict.fromkeys(SETTING_COLUMNS, "")}
     parts = task_relative.strip("/").split("/")
     final_rerank = RerankSpec.parse(parts[-1]) if parts[-1].startswith(RerankSpec.PREFIX) else None
     node = Node.parse("/".join(parts[:-1] if final_rerank else parts))

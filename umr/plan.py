@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from umr.lineage import DistillSpec, Node, RerankSpec
+from umr.lineage import BM25_NODE, DistillSpec, Node, RerankSpec
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,13 @@ def evaluations(config: dict) -> list[Evaluation]:
         nodes += [chain[0].reranked(rerank), chain[-1].reranked(rerank)]
         if config["umr"]["control_negated_teacher"]:
             nodes.append(chain[0].child(rerank, default_distill(config, negate_teacher=True)).path)
+        if config["baselines"]["bm25"]["enabled"]:
+            nodes.append(BM25_NODE)
         for split in config["eval_splits"]:
             out.extend(Evaluation(task, node, split) for node in dict.fromkeys(nodes))
-    return out
+    from umr.ablations import evaluations as ablation_evaluations  # imports this module
+
+    return list(dict.fromkeys(out + ablation_evaluations(config)))
 
 
 def planned_reranks(config: dict) -> set[tuple[str, str, str]]:

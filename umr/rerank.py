@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -31,9 +32,9 @@ from tqdm import tqdm
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from umr.corpus import Corpus
-from umr.encode import device_for, shard_rows
+from umr.encode import device_for, model_identity, shard_rows
 from umr.errors import UMRError
-from umr.io import atomic_file, log, run_cli, set_threads
+from umr.io import PartsDir, atomic_file, fingerprint, log, parts_path, path_identity, run_cli, set_threads
 from umr.languages import language_name
 from umr.records import Passage, Question, Run, read_questions, read_trec_run, write_trec_run
 
@@ -169,9 +170,21 @@ def load_cache(paths: Iterable[str | Path]) -> dict[tuple[str, str], float]:
     return cache
 
 
+# Pairs per resumable part (`rerank_run(..., resume_out=...)`): minutes of GPU work each at paper scale.
+PART_PAIRS = 20_000
+
+
 def rerank_run(reranker: Reranker, questions: Sequence[Question], run: Run, corpus: Corpus, top_k: int,
-               cache: dict[tuple[str, str], float] | None = None) -> Run:
-    """Rerank each question's top-k; returns the reranked run (LM scores, best first)."""
+               cache: dict[tuple[str, str], float] | None = None, resume_out: str | Path | None = None,
+               part_pairs: int = PART_PAIRS) -> Run:
+    """Rerank each question's top-k; returns the reranked run (LM scores, best first).
+
+    With `resume_out` (the output path), the pairs are scored in parts of about
+    `part_pairs` pairs (whole questions, in order), each saved in
+    `<resume_out>.parts/` when done (`umr.io.PartsDir`): a rerun after a kill
+    scores only the unfinished parts. The caller removes the parts once the output
+    is written. Parts of another model, setting or input are discarded.
+    """
     cache = cache or {}
     todo: list[tuple[Question, str]] = []
     for q in questions:
@@ -181,8 +194,11 @@ def rerank_run(reranker: Reranker, questions: Sequence[Question], run: Run, corp
             raise UMRError(f"question {q.id} has {len(run[q.id])} retrieved passages, fewer than top-k {top_k}")
         todo.extend((q, docid) for docid, _ in run[q.id][:top_k] if (q.id, docid) not in cache)
     log.info("%d pairs to score, %d reused from earlier reranking", len(todo), len(questions) * top_k - len(todo))
-    passages = corpus.get_many([docid for _, docid in todo])
-    fresh = reranker.score([(q, p) for (q, _), p in zip(todo, passages)])
+    if resume_out is None:
+        passages = corpus.get_many([docid for _, docid in todo])
+        fresh = reranker.score([(q, p) for (q, _), p in zip(todo, passages)])
+    else:
+        fresh = _score_in_parts(reranker, todo, corpus, resume_out, part_pairs)
     scores = dict(cache)
     scores.update({(q.id, docid): float(s) for (q, docid), s in zip(todo, fresh)})
     out: Run = {}
@@ -191,6 +207,58 @@ def rerank_run(reranker: Reranker, questions: Sequence[Question], run: Run, corp
         # Stable sort: ties keep the retriever's order.
         out[q.id] = sorted(ranked, key=lambda item: -item[1])
     return out
+
+
+def _score_in_parts(reranker: Reranker, todo: Sequence[tuple[Question, str]], corpus: Corpus,
+                    out: str | Path, part_pairs: int) -> np.ndarray:
+    """Scores of `todo`, computed part by part; finished parts are read back from `<out>.parts/`."""
+    # Parts hold whole questions (pairs of a question are contiguous in `todo`).
+    bounds, start = [], 0
+    while start < len(todo):
+        stop = min(start + max(1, part_pairs), len(todo))
+        while stop < len(todo) and todo[stop][0].id == todo[stop - 1][0].id:
+            stop += 1
+        bounds.append((start, stop))
+        start = stop
+    model = reranker.model
+    parts = PartsDir(out, {
+        "stage": "rerank", "model": model_identity(model), "dtype": str(next(model.parameters()).dtype),
+        "device": reranker.device.type, "template": [reranker.template.encoder, reranker.template.label],
+        "aggregation": reranker.aggregation, "max_input_length": reranker.max_input_length,
+        "max_label_length": reranker.max_label_length, "batch_tokens": reranker.batch_tokens,
+        "corpus": [str(corpus.path.resolve()), path_identity(corpus.path)], "part_pairs": part_pairs,
+        "pairs": fingerprint([(q.id, q.text, q.lang, docid) for q, docid in todo]),
+    })
+    done = set(parts.done())
+    if done:
+        log.info("resuming: %d of %d parts already scored in %s", len(done), len(bounds), parts.path)
+    scores = np.empty(len(todo))
+    for start, stop in bounds:
+        name = f"pairs-{start:010d}-{stop:010d}.tsv"
+        pairs = [(q.id, docid) for q, docid in todo[start:stop]]
+        if name in done:
+            saved = _read_part(parts.file(name), pairs)
+            if saved is not None:
+                scores[start:stop] = saved
+                continue
+        passages = corpus.get_many([docid for _, docid in todo[start:stop]])
+        scores[start:stop] = reranker.score([(q, p) for (q, _), p in zip(todo[start:stop], passages)])
+        with parts.write(name) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+            handle.writelines(f"{qid}\t{docid}\t{score!r}\n" for (qid, docid), score
+                              in zip(pairs, scores[start:stop].tolist()))
+    return scores
+
+
+def _read_part(path: Path, pairs: list[tuple[str, str]]) -> np.ndarray | None:
+    """Scores of a finished part, or None (with a warning) if it does not hold exactly `pairs`."""
+    try:
+        rows = [line.rstrip("\n").split("\t") for line in path.read_text(encoding="utf-8").splitlines()]
+        if [(r[0], r[1]) for r in rows] == pairs and all(len(r) == 3 for r in rows):
+            return np.array([float(r[2]) for r in rows])
+    except (OSError, ValueError, IndexError):
+        pass
+    log.warning("%s: unreadable or not the expected pairs; scoring it again", path)
+    return None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -208,6 +276,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk", type=int, default=0)
     p.add_argument("--num-chunks", type=int, default=1)
     p.add_argument("--batch-tokens", type=int, default=16384, help="padded tokens per batch")
+    p.add_argument("--part-pairs", type=int, default=PART_PAIRS,
+                   help="pairs per resumable part (finished parts survive a killed job in <out>.parts/)")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32"])
     p.add_argument("--threads", type=int, default=1)
@@ -226,9 +296,11 @@ def _main(args: argparse.Namespace) -> None:
     reranker = Reranker(args.model, args.template, args.aggregation, args.device, args.dtype,
                         batch_tokens=args.batch_tokens)
     with Corpus(args.corpus, args.offsets) as corpus:
-        reranked = rerank_run(reranker, questions, run, corpus, args.top_k, load_cache(args.cache))
+        reranked = rerank_run(reranker, questions, run, corpus, args.top_k, load_cache(args.cache),
+                              resume_out=args.out, part_pairs=args.part_pairs)
     with atomic_file(args.out) as tmp:
         write_trec_run(tmp, reranked, "rerank")
+    shutil.rmtree(parts_path(args.out), ignore_errors=True)
     log.info("wrote %s (%d questions)", args.out, len(reranked))
 
 

@@ -1,0 +1,226 @@
+"""The resumable, verified downloader (umr.download) against a local HTTP server.
+
+Nothing leaves the machine: a `http.server` in a thread serves bytes from memory,
+honours `Range`/`If-Range` like the real file servers, and can be told to cut the
+connection after N bytes (a dropped download) or to change the file (upstream edit).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from umr import download
+from umr.errors import UMRError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class FileServer:
+    """Serves `files[path] = bytes`; records requests; optional cut-off and range support."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.etags: dict[str, str] = {}
+        self.cut_after: int | None = None  # close the connection after sending this many body bytes (once)
+        self.support_ranges = True
+        self.requests: list[dict] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):  # noqa: N802 (http.server API)
+                server.requests.append({"path": self.path, "range": self.headers.get("Range"),
+                                        "if_range": self.headers.get("If-Range")})
+                body = server.files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                etag = server.etags.setdefault(self.path, f'"{hashlib.md5(body).hexdigest()}"')
+                start = 0
+                rng = self.headers.get("Range")
+                if server.support_ranges and rng and self.headers.get("If-Range") in (None, etag):
+                    start = int(rng.removeprefix("bytes=").split("-")[0])
+                    if start >= len(body):
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(body)}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(body) - start))
+                self.send_header("ETag", etag)
+                if server.support_ranges:
+                    self.send_header("Accept-Ranges", "bytes")
+                self.end_headers()
+                payload = body[start:]
+                if server.cut_after is not None:
+                    payload, server.cut_after = payload[: server.cut_after], None
+                    self.wfile.write(payload)
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(payload)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    with FileServer() as srv:
+        yield srv
+
+
+def _payload(n: int = 300_000, seed: int = 0) -> bytes:
+    return bytes((i * 7919 + seed) % 251 for i in range(n))
+
+
+FAST = dict(attempts=3, timeout=5, backoff=0.01)
+
+
+def test_download_records_size_and_sha256_in_manifest(server, tmp_path):
+    body = _payload()
+    server.files["/xor_dev.jsonl"] = body
+    out, manifest = tmp_path / "data" / "xor_retrieve" / "dev.jsonl", tmp_path / "data" / "MANIFEST.json"
+    got = download.download_file(server.url("/xor_dev.jsonl"), out, manifest=manifest, key="xor_retrieve/dev.jsonl", **FAST)
+    assert out.read_bytes() == body
+    assert got == download.FileRecord(len(body), hashlib.sha256(body).hexdigest())
+    entry = json.loads(manifest.read_text())["xor_retrieve/dev.jsonl"]
+    assert entry["size"] == len(body) and entry["sha256"] == hashlib.sha256(body).hexdigest()
+    assert entry["url"] == server.url("/xor_dev.jsonl")
+    assert not list(out.parent.glob("*.part*"))  # nothing left behind
+
+
+def test_interrupted_download_resumes_with_range_request(server, tmp_path):
+    body = _payload()
+    server.files["/corpus.tsv"] = body
+    server.cut_after = 100_000  # the first response dies after 100 kB
+    out = tmp_path / "corpus.tsv"
+    download.download_file(server.url("/corpus.tsv"), out, **FAST)
+    assert out.read_bytes() == body
+    assert [r["range"] for r in server.requests] == [None, "bytes=100000-"]
+    assert server.requests[1]["if_range"] == server.etags["/corpus.tsv"]
+
+
+def test_resume_across_runs_from_part_file(server, tmp_path):
+    """A killed job leaves `<out>.part`; the rerun fetches only the rest."""
+    body = _payload()
+    server.files["/corpus.tsv"] = body
+    server.cut_after = 120_000
+    out = tmp_path / "corpus.tsv"
+    with pytest.raises(UMRError, match="rerun to resume"):
+        download.download_file(server.url("/corpus.tsv"), out, attempts=1, timeout=5, backoff=0.01)
+    part = out.with_name("corpus.tsv.part")
+    assert part.stat().st_size == 120_000 and not out.exists()
+    download.download_file(server.url("/corpus.tsv"), out, **FAST)
+    assert out.read_bytes() == body
+    assert server.requests[-1]["range"] == "bytes=120000-"
+
+
+def test_changed_upstream_file_is_fetched_whole_not_spliced(server, tmp_path):
+    server.files["/f"] = _payload(seed=1)
+    server.cut_after = 50_000
+    out = tmp_path / "f"
+    with pytest.raises(UMRError):
+        download.download_file(server.url("/f"), out, attempts=1, timeout=5, backoff=0.01)
+    server.files["/f"] = new = _payload(seed=2)  # new content, new ETag: If-Range fails -> 200
+    server.etags.clear()
+    download.download_file(server.url("/f"), out, **FAST)
+    assert out.read_bytes() == new
+
+
+def test_server_without_range_support_restarts(server, tmp_path):
+    body = _payload()
+    server.files["/f"] = body
+    server.support_ranges = False
+    server.cut_after = 10_000
+    out = tmp_path / "f"
+    download.download_file(server.url("/f"), out, **FAST)
+    assert out.read_bytes() == body
+
+
+def test_checksum_mismatch_removes_file_and_fails(server, tmp_path):
+    """A later download that differs from the manifest's record fails and leaves nothing."""
+    manifest = tmp_path / "MANIFEST.json"
+    server.files["/q.jsonl"] = _payload(seed=3)
+    out = tmp_path / "q.jsonl"
+    download.download_file(server.url("/q.jsonl"), out, manifest=manifest, key="q.jsonl", **FAST)
+    out.unlink()  # e.g. results deleted, or the rule rerun
+    server.files["/q.jsonl"] = _payload(seed=4)
+    server.etags.clear()
+    with pytest.raises(download.ChecksumError, match=r"q.jsonl: downloaded .* but .*MANIFEST.json recorded .* removed"):
+        download.download_file(server.url("/q.jsonl"), out, manifest=manifest, key="q.jsonl", **FAST)
+    assert not out.exists() and not list(tmp_path.glob("q.jsonl.part*"))
+    assert json.loads(manifest.read_text())["q.jsonl"]["sha256"] == hashlib.sha256(_payload(seed=3)).hexdigest()
+
+
+def test_pinned_sha256_mismatch_fails_on_first_download(server, tmp_path):
+    server.files["/q"] = _payload()
+    out = tmp_path / "q"
+    with pytest.raises(download.ChecksumError, match="pinned"):
+        download.download_file(server.url("/q"), out, sha256="0" * 64, manifest=tmp_path / "M.json", **FAST)
+    assert not out.exists() and not (tmp_path / "M.json").exists()
+
+
+def test_http_404_is_one_line_error(server, tmp_path):
+    with pytest.raises(UMRError, match="HTTP 404"):
+        download.download_file(server.url("/missing"), tmp_path / "x", **FAST)
+
+
+def test_cli_mismatch_exits_1_with_one_line_error(server, tmp_path):
+    """What the rule's log shows: `error: ...` on one line, exit status 1, no file."""
+    manifest = tmp_path / "MANIFEST.json"
+    server.files["/c.tsv"] = body = _payload(20_000)
+    manifest.write_text(json.dumps({"corpus/c.tsv": {"size": len(body), "sha256": "ab" * 32}}))
+    out = tmp_path / "corpus" / "c.tsv"
+    proc = subprocess.run(
+        [sys.executable, "-m", "umr.download", "file", "--url", server.url("/c.tsv"), "--out", str(out),
+         "--manifest", str(manifest), "--key", "corpus/c.tsv", "--attempts", "1"],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "corpus/c.tsv" in errors[0] and "removed" in errors[0], proc.stderr
+    assert not out.exists()
+
+
+def test_verify_reports_changed_files(server, tmp_path):
+    manifest = tmp_path / "MANIFEST.json"
+    server.files["/a"] = _payload(1000)
+    download.download_file(server.url("/a"), tmp_path / "a", manifest=manifest, key="a", **FAST)
+    assert download.verify_files(manifest, tmp_path) == []
+    (tmp_path / "a").write_bytes(b"tampered")
+    assert download.verify_files(manifest, tmp_path)[0].startswith("a: 8 bytes")
+
+
+def test_model_fetch_skips_unused_weight_formats():
+    files = ["config.json", "pytorch_model.bin", "model.safetensors", "tf_model.h5", "flax_model.msgpack"]
+    patterns = download.ignore_patterns(files)
+    assert "pytorch_model*.bin" in patterns and "tf_model*" in patterns and "*.msgpack" in patterns
+    assert "pytorch_model*.bin" not in download.ignore_patterns(["config.json", "pytorch_model.bin"])

@@ -1,0 +1,511 @@
+"""The paper's tables from metrics rows, as Markdown, CSV and LaTeX.
+
+A table has a *spec* (`table_spec`: its rows, each a lineage node of this
+configuration, a baseline matched by system name, or a number the paper reports)
+and is *built* from metrics rows (`build_table`: the rows of
+`results/<dataset>/metrics.csv`, or the same rows collected straight from the
+evaluation files of its conditions by `umr.metrics.collect`, which is what the
+Snakemake rule does so a table costs only the jobs it needs).
+
+Tables (paper numbering): 1 XOR-Retrieve R@2kt/R@5kt per language; 2 XOR-Full
+QA (only with a reader: there is none, so it says why it is absent); 3 reranking
+and iterations; 4 in-batch negatives; 5 temperature; 6 batch size; 7 XOR-Full
+retrieval top-1/5/20 by answer language; `ablations` every ablation variant.
+For benchmark xor-tydi each table shows the paper's numbers
+(`resources/paper_scores.yaml`) beside ours; on the toy benchmark they are left
+out, since toy numbers are not comparable with them.
+
+By hand: `python -m umr.tables --config config.yaml --metrics results/toy/metrics.csv
+--table table3 --out-dir results/toy/tables`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import yaml
+
+from umr import ablations as ablations_mod
+from umr.errors import UMRError
+from umr.io import atomic_file, log, run_cli
+from umr.lineage import DistillSpec, RerankSpec
+from umr.plan import Evaluation, default_distill, default_rerank, evaluations, umr_chain
+
+PAPER_SCORES = Path(__file__).resolve().parent / "resources" / "paper_scores.yaml"
+TABLES = ("table1", "table2", "table3", "table4", "table5", "table6", "table7", "ablations")
+RECALLS = ("R@2kt", "R@5kt")
+TOPK = ("Top-1", "Top-5", "Top-20")
+SUBSETS = {"english": "English answers", "target": "Target-language answers", "all": "All"}
+BASELINES = ("BM25", "mGenQ")  # optional rows, matched by the system name their evaluations get
+TOY_NOTE = ("Toy benchmark with tiny models: the numbers show the pipeline works end to end; they are not "
+            "comparable with the paper's (XOR-TyDi QA), which are shown only for benchmark xor-tydi.")
+
+
+@lru_cache(maxsize=1)
+def paper_scores() -> dict:
+    with open(PAPER_SCORES, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+# -- specs ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Row:
+    label: str
+    node: str | None = None  # our evaluated node (task-relative path)
+    system: str | None = None  # a baseline row: metrics rows with this system name
+    paper: str | None = None  # key of the paper's row (tables 1, 3, 7) or the knob's value (4-6)
+    reported: bool = False  # the paper's number only (a supervised system not run here)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    id: str
+    title: str
+    kind: str  # recall (R@2kt/R@5kt averages), recall_langs (per language), topk (XOR-Full), qa, absent
+    task: str = "xor_retrieve"
+    split: str = "dev"
+    languages: tuple[str, ...] = ()
+    row_header: str = "Model"
+    rows: tuple[Row, ...] = ()
+    paper: bool = False  # show the paper's numbers beside ours
+    notes: tuple[str, ...] = ()
+    absent: str = ""  # why the table is not built
+    precision: int = 2
+    evaluations: tuple[Evaluation, ...] = field(default=(), compare=False)  # its inputs
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data.pop("evaluations")
+        return json.dumps(data, ensure_ascii=False, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TableSpec":
+        data = json.loads(text)
+        data["rows"] = tuple(Row(**r) for r in data["rows"])
+        for key in ("languages", "notes"):
+            data[key] = tuple(data[key])
+        return cls(**data)
+
+
+def _display(config: dict) -> dict[str, str]:
+    return {name: model.get("display", name) for name, model in config["models"].items()}
+
+
+def _iter_label(i: int) -> str:
+    return f"UMR (iter={i})"
+
+
+def _baseline_rows(config: dict, task: str, split: str) -> tuple[list[Row], list[Evaluation]]:
+    """BM25 / mGenQ rows: planned evaluations whose system name (umr.metrics.describe) is a baseline's."""
+    from umr.metrics import describe
+
+    display, rows, evals = _display(config), [], []
+    for e in evaluations(config):
+        if e.task != task or e.split != split:
+            continue
+        try:
+            system = describe(e.node, display, None, None)["system"]
+        except ValueError:
+            continue
+        if system in BASELINES and system not in [r.system for r in rows]:
+            rows.append(Row(system, system=system, paper=system.lower()))
+            evals.append(e)
+    return rows, evals
+
+
+def _skipped_notes(plan: ablations_mod.Ablations, knobs: Iterable[str]) -> list[str]:
+    notes = []
+    for knob in knobs:
+        for value, reason in plan.skipped.get(knob, ()):
+            notes.append(f"Not run: {knob} = {value} ({reason}).")
+    return notes
+
+
+def _main_chain_spec(config: dict, table_id: str) -> TableSpec:
+    split = config["eval_splits"][0]
+    paper = config["benchmark"] == "xor-tydi"
+    chain = umr_chain(config)
+    rerank = default_rerank(config)
+    initial = _display(config).get(chain[0].root, chain[0].root)
+    n = len(chain) - 1
+    notes = [] if paper else [TOY_NOTE]
+    if table_id == "table1":
+        task = "xor_retrieve"
+        rows = []
+        if paper:
+            rows += [Row("mDPR (reported)", paper="mdpr", reported=True),
+                     Row("MT+DPR (reported)", paper="mt-dpr", reported=True),
+                     Row("UMR (paper, test)", paper="umr", reported=True)]
+            notes.append("The paper's rows are XOR-Retrieve *test* numbers; ours are on "
+                         f"{split} (test answers are not public). Supervised systems are the paper's reported numbers.")
+        else:
+            notes.append("Supervised rows (mDPR, MT+DPR) are shown, as the paper's reported numbers, "
+                         "for benchmark xor-tydi only.")
+        rows.append(Row(f"{_iter_label(n)}, {split}", node=chain[-1].path))
+        return TableSpec("table1", f"XOR-Retrieve {split} R@2kt and R@5kt per language (%)", "recall_langs",
+                         task, split, tuple(config["languages"]), rows=tuple(rows), paper=paper,
+                         notes=tuple(notes), precision=1)
+    if table_id == "table3":
+        task = "xor_retrieve"
+        rows = [Row("mDPR (reported)", paper="mdpr", reported=True)] if paper else []
+        baselines, _ = _baseline_rows(config, task, split)
+        baseline_rows = [r for r in baselines if r.system == "mGenQ"]
+        if paper and not baseline_rows:
+            baseline_rows = [Row("mGenQ (not run)", paper="mgenq", reported=True)]
+        rows += baseline_rows + [r for r in baselines if r.system != "mGenQ"]
+        rows += [Row(initial, node=chain[0].path, paper="initial"),
+                 Row("+ rerank", node=chain[0].reranked(rerank), paper="initial+rerank")]
+        rows += [Row(_iter_label(i), node=chain[i].path, paper=f"iter{i}" if i <= 2 else None) for i in range(1, n + 1)]
+        rows.append(Row("+ rerank", node=chain[-1].reranked(rerank), paper="iter2+rerank" if n == 2 else None))
+        return TableSpec("table3", f"Reranking and iterations on XOR-Retrieve {split} (%)", "recall", task, split,
+                         rows=tuple(rows), paper=paper, notes=tuple(notes))
+    if table_id == "table7":
+        task = "xor_full"
+        rows = [Row("CORA (reported)", paper="cora", reported=True)] if paper else []
+        rows += _baseline_rows(config, task, split)[0]
+        rows += [Row(initial, node=chain[0].path, paper="initial"),
+                 Row(f"{initial}+rerank", node=chain[0].reranked(rerank), paper="initial+rerank")]
+        rows += [Row(_iter_label(i), node=chain[i].path, paper=f"iter{i}" if i <= 2 else None) for i in range(1, n + 1)]
+        rows.append(Row(f"{_iter_label(n)}+rerank", node=chain[-1].reranked(rerank)))
+        notes.append("English answers: questions with annotated English answers; target-language answers: "
+                     "questions with only target-language answers; a hit is any answer in the top-k passages.")
+        return TableSpec("table7", f"XOR-Full {split} retrieval: answer in the top-1/5/20 passages (%)", "topk",
+                         task, split, rows=tuple(rows), paper=paper, notes=tuple(notes), precision=1)
+    raise KeyError(table_id)
+
+
+_ABLATION_TABLES = {"table4": "in_batch_negatives", "table5": "temperature", "table6": "batch_size"}
+_ABLATION_TITLES = {
+    "table4": "With and without in-batch negatives on {task} {split} (%)",
+    "table5": "Teacher temperature τ on {task} {split} (%)",
+    "table6": "Batch size on {task} {split} (%)",
+}
+_TASK_NAMES = {"xor_retrieve": "XOR-Retrieve", "xor_full": "XOR-Full"}
+
+
+def _value_label(knob: str, value, default) -> str:
+    if knob == "in_batch_negatives":  # the paper's labels: "UMR (iter=1)" and "- in-batch negative"
+        return "UMR (iter=1)" if value == default else f"{'+' if value else '-'} in-batch negatives"
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return f"{text} (default)" if value == default else text
+
+
+def _ablation_spec(config: dict, table_id: str) -> TableSpec:
+    plan = ablations_mod.plan(config)
+    paper = config["benchmark"] == "xor-tydi" and plan.task == "xor_retrieve"
+    split = plan.splits[0]
+    notes = [] if config["benchmark"] == "xor-tydi" else [TOY_NOTE]
+    title_args = {"task": _TASK_NAMES[plan.task], "split": split}
+    if table_id == "ablations":
+        rows = []
+        for v in plan.variants:
+            if v.evaluation.split != split:
+                continue
+            changes = "; ".join(f"{k}={v.value(k)}" for k in v.changed) or "default"
+            rows.append(Row(f"{changes} (iter={v.iteration})", node=v.evaluation.node))
+        notes += _skipped_notes(plan, ablations_mod.KNOBS)
+        notes.append(f"Mode {plan.mode}; defaults: " + ", ".join(
+            f"{k}={plan.defaults[k]}" for k in ablations_mod.KNOBS) + ".")
+        return TableSpec("ablations", f"Ablation variants on {title_args['task']} {split} (%)", "recall", plan.task,
+                         split, row_header="Variant", rows=tuple(rows), notes=tuple(notes),
+                         evaluations=tuple(Evaluation(plan.task, r.node, split) for r in rows))
+    knob = _ABLATION_TABLES[table_id]
+    default = plan.defaults[knob]
+    rows = []
+    for v in plan.slice(knob, split):
+        value = v.value(knob)
+        rows.append(Row(_value_label(knob, value, default), node=v.evaluation.node, paper=json.dumps(value)))
+    if plan.mode == "none" or len(rows) < 2:
+        notes.append(f"Only the default {knob} = {default} was run (ablations.mode {plan.mode}, "
+                     f"ablations.{knob} {list(config.get('ablations', {}).get(knob, []))}).")
+    notes += _skipped_notes(plan, [knob])
+    if paper and table_id in ("table5", "table6"):
+        notes.append("The paper's default row here (τ = 0.1 / batch 16) differs from its Tables 3 and 4 "
+                     "(41.23 / 51.50) for the same setting; the paper does not say how these ablations were run.")
+    header = {"table4": "Model", "table5": "Temperature", "table6": "Batch size"}[table_id]
+    return TableSpec(table_id, _ABLATION_TITLES[table_id].format(**title_args), "recall", plan.task, split,
+                     row_header=header, rows=tuple(rows), paper=paper, notes=tuple(notes))
+
+
+def table_spec(config: dict, table_id: str) -> TableSpec:
+    """What table `table_id` shows under `config` (a validated configuration), with its input evaluations."""
+    if table_id not in TABLES:
+        raise UMRError(f"unknown table {table_id!r} (known: {', '.join(TABLES)})")
+    paper = config["benchmark"] == "xor-tydi"
+    if table_id == "table2":
+        reason = ("Table 2 (XOR-Full question answering: F1 / EM / BLEU) needs a reader model that answers from the "
+                  "retrieved passages (the paper used CORA's mGEN reader); no reader is configured, so it is not built.")
+        rows = tuple(Row(r["label"] + " (reported)", paper=r["key"], reported=True)
+                     for r in paper_scores()["table2"]["rows"]) if paper else ()
+        kind = "qa" if paper else "absent"
+        return TableSpec("table2", "XOR-Full test question answering (%)", kind, "xor_full", "test",
+                         tuple(config["languages"]), rows=rows, paper=paper, absent=reason, precision=1)
+    if table_id in ("table4", "table5", "table6", "ablations"):
+        spec = _ablation_spec(config, table_id)
+    else:
+        task = "xor_full" if table_id == "table7" else "xor_retrieve"
+        if task not in config["umr"]["tasks"]:
+            return TableSpec(table_id, "", "absent", task,
+                             absent=f"umr.tasks ({', '.join(config['umr']['tasks'])}) does not include {task}.")
+        spec = _main_chain_spec(config, table_id)
+    evals = []
+    for row in spec.rows:
+        if row.node:
+            evals.append(Evaluation(spec.task, row.node, spec.split))
+    if any(r.system for r in spec.rows):
+        evals += _baseline_rows(config, spec.task, spec.split)[1]
+    return TableSpec(**{**spec.__dict__, "evaluations": tuple(dict.fromkeys(evals))})
+
+
+# -- building ---------------------------------------------------------------------------------
+Scores = dict[tuple[str, str, str], float]  # (subset, metric, lang) -> value
+
+
+def index_rows(metric_rows: Iterable[dict]) -> tuple[dict, dict]:
+    """Metrics rows -> scores by (task, split, node) and by (task, split, system)."""
+    by_node: dict[tuple[str, str, str], Scores] = {}
+    by_system: dict[tuple[str, str, str], Scores] = {}
+    for r in metric_rows:
+        key = (r["subset"], r["metric"], r["lang"])
+        value = float(r["value"])
+        by_node.setdefault((r["task"], r["split"], r["node"]), {})[key] = value
+        by_system.setdefault((r["task"], r["split"], r["system"]), {}).setdefault(key, value)
+    return by_node, by_system
+
+
+def _paper_row(spec: TableSpec, row: Row) -> dict | None:
+    if not spec.paper or row.paper is None:
+        return None
+    table = paper_scores().get(spec.id)
+    if table is None:
+        return None
+    if spec.id in _ABLATION_TABLES:
+        knob = _ABLATION_TABLES[spec.id]
+        value = json.loads(row.paper)
+        return next((r for r in table["rows"] if r[knob] == value), None)
+    return next((r for r in table["rows"] if r.get("key") == row.paper), None)
+
+
+def _columns(spec: TableSpec) -> list[tuple[str, tuple[str, str, str]]]:
+    """(header, (subset, metric, lang)) of the value columns."""
+    if spec.kind == "recall":
+        return [(m, ("all", m, "avg")) for m in RECALLS]
+    if spec.kind == "recall_langs":
+        langs = list(spec.languages) + ["avg"]
+        return [(f"{m} {lang.capitalize()}", ("all", m, lang)) for m in RECALLS for lang in langs]
+    if spec.kind == "topk":
+        return [(f"{SUBSETS[s]} {k}", (s, k, "avg")) for s in SUBSETS for k in TOPK]
+    if spec.kind == "qa":
+        langs = list(spec.languages) + ["avg"]
+        return ([(f"F1 {lang.capitalize()}", ("all", "F1", lang)) for lang in langs]
+                + [(m, ("all", m, "avg")) for m in ("EM", "BLEU")])
+    return []
+
+
+def _paper_value(paper_row: dict | None, key: tuple[str, str, str]) -> float | None:
+    """The paper's number for (subset, metric, lang): rows are {metric: value or {lang: value}},
+    or {subset: {metric: value}} (Table 7)."""
+    if paper_row is None:
+        return None
+    subset, metric, lang = key
+    value = paper_row.get(subset, paper_row).get(metric)
+    if isinstance(value, dict):
+        value = value.get(lang)
+    elif lang != "avg":
+        value = None
+    return None if value is None else float(value)
+
+
+@dataclass
+class Table:
+    id: str
+    title: str
+    header: list[str]
+    rows: list[list]  # first cell a label, then floats or None
+    notes: list[str]
+    absent: str = ""
+    precision: int = 2
+
+
+def build_table(spec: TableSpec, metric_rows: Iterable[dict]) -> Table:
+    """Fill a table spec with scores from metrics rows (dicts with the metrics.csv columns)."""
+    name = f"Table {spec.id[5:]}" if spec.id.startswith("table") else "Ablations"
+    title = f"{name}: {spec.title}" if spec.title else name
+    if spec.kind == "absent":
+        return Table(spec.id, title, [], [], list(spec.notes), absent=spec.absent, precision=spec.precision)
+    by_node, by_system = index_rows(metric_rows)
+    columns = _columns(spec)
+    two_columns = spec.paper and spec.kind == "recall"  # paper numbers as columns; else as rows
+    header = [spec.row_header]
+    for name, _ in columns:
+        header += [name, f"{name} (paper)"] if two_columns else [name]
+    out_rows: list[list] = []
+    for row in spec.rows:
+        ours: Scores = {}
+        if row.node:
+            ours = by_node.get((spec.task, spec.split, row.node), {})
+        elif row.system:
+            ours = by_system.get((spec.task, spec.split, row.system), {})
+        paper_row = _paper_row(spec, row)
+        if two_columns:
+            cells = [row.label]
+            for _, key in columns:
+                cells += [None if row.reported else ours.get(key), _paper_value(paper_row, key)]
+            out_rows.append(cells)
+        elif row.reported:
+            out_rows.append([row.label] + [_paper_value(paper_row, key) for _, key in columns])
+        else:
+            out_rows.append([row.label] + [ours.get(key) for _, key in columns])
+            if paper_row is not None:
+                out_rows.append([f"{row.label} (paper)"] + [_paper_value(paper_row, key) for _, key in columns])
+    return Table(spec.id, title, header, out_rows, list(spec.notes), absent=spec.absent if spec.kind == "qa" else "",
+                 precision=spec.precision)
+
+
+# -- rendering --------------------------------------------------------------------------------
+def _fmt(value, precision: int, missing: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return missing
+    if isinstance(value, float):
+        return f"{value:.{precision}f}"
+    return str(value)
+
+
+def to_markdown(table: Table) -> str:
+    lines = [f"**{table.title}**", ""]
+    if table.absent:
+        lines += [f"*Not built:* {table.absent}", ""]
+    if table.header:
+        lines.append("| " + " | ".join(table.header) + " |")
+        lines.append("|" + "|".join([" --- "] + [" ---: "] * (len(table.header) - 1)) + "|")
+        for row in table.rows:
+            lines.append("| " + " | ".join(_fmt(c, table.precision, "–") for c in row) + " |")
+        lines.append("")
+    for note in table.notes:
+        lines += [note, ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def to_csv(table: Table) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    if table.header:
+        writer.writerow(table.header)
+        for row in table.rows:
+            writer.writerow([("" if c is None else repr(round(c, 4)) if isinstance(c, float) else c) for c in row])
+    else:
+        writer.writerow(["note"])
+    for note in ([table.absent] if table.absent else []) + table.notes:
+        writer.writerow([f"# {note}"])
+    return buf.getvalue()
+
+
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+          "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "τ": r"$\tau$", "–": "--", "*": ""}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX.get(ch, ch) for ch in text)
+
+
+def to_latex(table: Table) -> str:
+    caption = latex_escape(table.title)
+    lines = [f"% {table.id}: generated by umr.tables from the pipeline's evaluations; needs \\usepackage{{booktabs}}",
+             r"\begin{table}[t]", r"\centering", r"\small"]
+    if table.header:
+        lines.append(r"\begin{tabular}{l" + "r" * (len(table.header) - 1) + "}")
+        lines.append(r"\toprule")
+        lines.append(" & ".join(latex_escape(h) for h in table.header) + r" \\")
+        lines.append(r"\midrule")
+        for row in table.rows:
+            lines.append(" & ".join(latex_escape(_fmt(c, table.precision, "--")) for c in row) + r" \\")
+        lines.append(r"\bottomrule")
+        lines.append(r"\end{tabular}")
+    if table.absent:
+        lines.append(r"\par\emph{Not built:} " + latex_escape(table.absent))
+    lines.append(rf"\caption{{{caption}}}")
+    lines.append(rf"\label{{tab:umr-{table.id}}}")
+    lines.append(r"\end{table}")
+    for note in table.notes:
+        lines.append(f"% {note}")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(table: Table, md: str | Path, csv_path: str | Path, tex: str | Path) -> None:
+    for path, text in ((md, to_markdown(table)), (csv_path, to_csv(table)), (tex, to_latex(table))):
+        with atomic_file(path) as tmp:
+            Path(tmp).write_text(text, encoding="utf-8")
+
+
+# -- metrics rows -----------------------------------------------------------------------------
+def read_metrics(path: str | Path) -> list[dict]:
+    with open(path, encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def collect_rows(evals: Sequence[str | Path], results_dir: str | Path, display: Sequence[str],
+                 default_rerank_tag: str | None, default_distill_tag: str | None) -> list[dict]:
+    """Metrics rows of some evaluation files, exactly as `rule metrics` makes them."""
+    from umr.metrics import collect
+
+    return collect(evals, results_dir, dict(item.split("=", 1) for item in display),
+                   RerankSpec.parse(default_rerank_tag) if default_rerank_tag else None,
+                   DistillSpec.parse(default_distill_tag) if default_distill_tag else None)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m umr.tables", description="Build one of the paper's tables.")
+    p.add_argument("--table", required=True, choices=TABLES)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--spec", help="the table's spec as JSON (what the Snakemake rule passes)")
+    what.add_argument("--config", help="a config file: the spec is derived from it")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--metrics", help="a metrics.csv")
+    source.add_argument("--evals", nargs="*", help="evaluation CSVs (<results-dir>/<task>/<node>/eval/<split>.csv)")
+    p.add_argument("--results-dir", help="results/<dataset> (with --evals)")
+    p.add_argument("--display", nargs="*", default=[], help="model display names, NAME=Display (with --evals)")
+    p.add_argument("--default-rerank", help="tag of the default reranking (with --evals)")
+    p.add_argument("--default-distill", help="tag of the default distillation (with --evals)")
+    p.add_argument("--out-md")
+    p.add_argument("--out-csv")
+    p.add_argument("--out-tex")
+    p.add_argument("--out-dir", help="write <out-dir>/<table>.md/.csv/.tex")
+    return p
+
+
+def _main(args: argparse.Namespace) -> None:
+    if args.spec:
+        spec = TableSpec.from_json(args.spec)
+    else:
+        from umr.config import load_config
+
+        config = load_config(args.config)
+        spec = table_spec(config, args.table)
+    if spec.id != args.table:
+        raise UMRError(f"--spec is for {spec.id}, not {args.table}")
+    if args.metrics:
+        rows = read_metrics(args.metrics)
+    else:
+        if not args.results_dir:
+            raise UMRError("--evals needs --results-dir")
+        rows = collect_rows(args.evals, args.results_dir, args.display, args.default_rerank, args.default_distill)
+    outs = [args.out_md, args.out_csv, args.out_tex]
+    if args.out_dir:
+        outs = [str(Path(args.out_dir) / f"{args.table}.{ext}") for ext in ("md", "csv", "tex")]
+    if not all(outs):
+        raise UMRError("give --out-dir, or all of --out-md, --out-csv and --out-tex")
+    table = build_table(spec, rows)
+    write_table(table, *outs)
+    log.info("wrote %s (%d rows)", ", ".join(outs), len(table.rows))
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(_parser, _main))
