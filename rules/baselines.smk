@@ -57,3 +57,73 @@ rule bm25_search:
         "python -m umr.baselines.bm25 search --index {input.index} --questions {input.questions} "
         "--lang {wildcards.lang} --k1 {params.k1} --b {params.b} --top-k {params.top_k} "
         "--threads {threads} --out {output} > {log} 2>&1"
+
+
+# mGenQ: questions generated for randomly sampled passages of the task's collection, as many
+# per language as the task's training split has questions in it, then a retriever trained on
+# them from the node the questions hang off (the initial retriever in the plan). The trained
+# retriever is an ordinary retriever node (`<gparent>/<gtag>/<ctag>`): encode_corpus,
+# build_index, retrieve and evaluate treat it like UMR's (rules/common.smk: retriever_model).
+# Training runs umr.distill's trainer, so it checkpoints (every 500 steps, the CLI's default),
+# stops on SIGTERM and resumes like rule distill (see rules/distill.smk; the signal comes
+# umr.distill.stop_signal_seconds before the time limit).
+rule generate_questions:
+    input:
+        model=genq_model,
+        train=task_train_questions,
+        corpus=task_corpus,
+        offsets=task_offsets,
+    output:
+        questions="results/{dataset}/{task}/{gparent}/{gtag}/questions.jsonl",
+        stats_json="results/{dataset}/{task}/{gparent}/{gtag}/questions.stats.json",
+        stats_csv="results/{dataset}/{task}/{gparent}/{gtag}/questions.stats.csv",
+    params:
+        options=genq_options,
+        template=genq_template,
+        languages=LANGUAGES,
+    log:
+        "results/{dataset}/{task}/{gparent}/{gtag}/logs/generate_questions.log",
+    benchmark:
+        "results/{dataset}/{task}/{gparent}/{gtag}/benchmarks/generate_questions.tsv"
+    threads: THREADS
+    resources:
+        gpu=GPUS,
+        mem_mb=32000,
+        runtime=runtime_minutes(240),
+    conda:
+        "../envs/umr.yaml"
+    shell:
+        "python -m umr.baselines.mgenq generate --model {input.model} --corpus {input.corpus} "
+        "--offsets {input.offsets} --languages {params.languages} --count-from {input.train} "
+        "--template {params.template:q} {params.options} --threads {threads} --out {output.questions} "
+        "--stats-out {output.stats_json} --stats-csv {output.stats_csv} > {log} 2>&1"
+
+
+rule train_mgenq:
+    input:
+        student=genq_student,
+        pairs="results/{dataset}/{task}/{gparent}/{gtag}/questions.jsonl",
+        corpus=task_corpus,
+        offsets=task_offsets,
+    output:
+        directory("results/{dataset}/{task}/{gparent}/{gtag}/{ctag}/retriever"),
+    params:
+        options=contrastive_options,
+        max_length=config["retrieval"]["max_length"],
+    log:
+        "results/{dataset}/{task}/{gparent}/{gtag}/{ctag}/logs/train_mgenq.log",
+    benchmark:
+        "results/{dataset}/{task}/{gparent}/{gtag}/{ctag}/benchmarks/train_mgenq.tsv"
+    threads: THREADS
+    retries: 3
+    resources:
+        gpu=GPUS,
+        mem_mb=32000,
+        runtime=runtime_minutes(720),
+        slurm_extra=f"--signal=TERM@{config['umr']['distill']['stop_signal_seconds']}",
+    conda:
+        "../envs/umr.yaml"
+    shell:
+        "exec python -m umr.baselines.mgenq train --student {input.student} --pairs {input.pairs} "
+        "--corpus {input.corpus} --offsets {input.offsets} {params.options} "
+        "--max-length {params.max_length} --threads {threads} --out {output} > {log} 2>&1"

@@ -1,4 +1,4 @@
-# Helpers shared by all rule files: wildcard constraints, path functions, targets.
+# Helpers shared by the stage files (*.smk): wildcard constraints, path functions, targets.
 # Rules never build paths by hand; they call these functions or use the patterns below.
 import json
 import os
@@ -6,14 +6,17 @@ import re
 import shlex
 import sys
 
-from umr.lineage import BM25_NODE, NAME, RETRIEVER_NODE, DistillSpec, Node, RerankSpec, score_cache_sources
+from umr.lineage import (BM25_NODE, CONTRASTIVE_TAG, GENQ_TAG, NAME, RETRIEVER_NODE, UMR_NODE, ContrastiveSpec,
+                         DistillSpec, GenQSpec, Node, RerankSpec, score_cache_sources)
 from umr.plan import default_distill, default_rerank, evaluations, planned_reranks
 
 # Stages run as `python -m umr.<stage>`. `python` is the interpreter running Snakemake
 # (its venv's bin first on PATH) unless `--sdm conda` activates a rule's env, and
 # `umr` is this checkout; jobs inherit both, locally and on SLURM nodes.
-os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
+os.environ.update(
+    PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
+    PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")])),
+)
 
 TASKS = ("xor_retrieve", "xor_full")
 SPLITS = ("train", "dev")
@@ -39,6 +42,9 @@ wildcard_constraints:
     shards=r"[0-9]+",
     chunk=r"[0-9]+",
     chunks=r"[0-9]+",
+    gparent=UMR_NODE,  # mGenQ: the retriever node the questions hang off (and training starts from)
+    gtag=GENQ_TAG,
+    ctag=CONTRASTIVE_TAG,
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -100,7 +106,7 @@ def toy_model_kind(wildcards):
 def retriever_model(wildcards):
     """The checkpoint of a retriever node: the initial model, or the node's distilled retriever."""
     node = Node.parse(wildcards.node)
-    if node.iteration == 0:
+    if node.iteration == 0 and node.genq is None:
         return model_dir(node.root)
     return f"{RESULTS}/{wildcards.task}/{node.path}/retriever"
 
@@ -197,6 +203,56 @@ def bm25_index(wildcards):
     return f"{RESULTS}/{wildcards.task}/{BM25_NODE}/index/{collection}"
 
 
+def genq_model(wildcards):
+    """The question generator's local checkpoint (a models entry, named in the genq- tag)."""
+    return model_dir(GenQSpec.parse(wildcards.gtag).generator)
+
+
+def genq_student(wildcards):
+    """mGenQ training starts from the checkpoint of the node the questions hang off."""
+    node = Node.parse(wildcards.gparent)
+    if node.iteration == 0:
+        return model_dir(node.root)
+    return f"{RESULTS}/{wildcards.task}/{node.path}/retriever"
+
+
+def genq_template(wildcards):
+    """The tag's prompt: a template name, or the configured format string its custom-<hash> stands for."""
+    from umr.baselines.prompts import TEMPLATES, template_for_key
+
+    key = GenQSpec.parse(wildcards.gtag).template
+    return key if key in TEMPLATES else template_for_key(key, config["baselines"]["mgenq"]["template"])
+
+
+def genq_options(wildcards):
+    """Command-line options of `python -m umr.baselines.mgenq generate` for a genq- tag."""
+    spec, sampling = GenQSpec.parse(wildcards.gtag), config["baselines"]["mgenq"]["sampling"]
+    return shlex.join([
+        f"--top-p={spec.top_p}",
+        f"--temperature={spec.temperature}",
+        f"--max-new-tokens={spec.max_new_tokens}",
+        f"--seed={spec.seed}",
+        f"--batch-size={sampling['batch_size']}",
+        f"--max-input-length={sampling['max_input_length']}",
+        f"--dtype={sampling['dtype']}",
+    ])
+
+
+def contrastive_options(wildcards):
+    """Command-line options of `python -m umr.baselines.mgenq train` for a ct- tag."""
+    spec, train = ContrastiveSpec.parse(wildcards.ctag), config["baselines"]["mgenq"]["train"]
+    options = [
+        f"--temperature={spec.temperature}",
+        f"--batch-size={spec.batch_size}",
+        f"--epochs={spec.epochs}",
+        f"--learning-rate={spec.learning_rate}",
+        f"--warmup-steps={spec.warmup_steps}",
+        f"--max-grad-norm={spec.max_grad_norm}",
+        f"--seed={spec.seed}",
+    ]
+    return " ".join(options + [grad_cache_options(train)]).strip()
+
+
 # -- targets ----------------------------------------------------------------------------------
 def evaluation_files():
     return [f"{RESULTS}/{e.task}/{e.node}/eval/{e.split}.csv" for e in evaluations(config)]
@@ -218,6 +274,23 @@ def runtime_minutes(base):
         return base * 2 ** (attempt - 1)
 
     return runtime
+
+
+# Light rules run where Snakemake runs (on SLURM: the login node, no queueing): they read
+# the small evaluation CSVs and write one table, plot or metrics file each. The report
+# rules' names come from umr.tables.TABLES / umr.plots.PLOTS (rules/report.smk).
+localrules:
+    metrics,
+
+
+def report_rule_names():
+    from umr.plots import PLOTS
+    from umr.tables import TABLES
+
+    return [f"table_{t}" for t in TABLES] + [f"plot_{p}" for p in PLOTS]
+
+
+workflow.localrules(*report_rule_names())  # what a `localrules:` line of those names does
 
 
 # -- downloads (benchmark xor-tydi) -----------------------------------------------------------------

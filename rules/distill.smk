@@ -1,6 +1,22 @@
 # Stage 2 of UMR: knowledge-distilled retriever training. The student starts from the
 # node's retriever and learns the reranker's distribution; the result is the next
 # iteration's retriever, one directory deeper.
+#
+# Resumable: the trainer saves its complete state every umr.distill.checkpoint_every steps
+# in `retriever.checkpoints/` next to the output (not declared, so Snakemake neither deletes
+# it when the job fails nor takes it for the output) and resumes from it when rerun; the
+# final weights equal an uninterrupted run's, bit for bit (tests/test_resume.py).
+# On SLURM the job asks for SIGTERM stop_signal_seconds before its time limit
+# (`--signal=TERM@N`, sent to the job step, where it reaches both the inner Snakemake,
+# which then waits for its running job, and the trainer, which finishes its step, saves a
+# checkpoint and exits 143), so a time limit costs at most one step; `retries` resubmits
+# the job (with twice the runtime) and it resumes (checked on the SLURM test cluster of
+# tests/slurm with a stand-in trainer). Not `B:USR1`: with `B:` only the batch
+# shell is signalled (its death ends the job, the trainer gets only KillWait seconds), and
+# USR1 would kill the inner Snakemake, ending the step before the checkpoint is written.
+# `exec` makes the trainer the job's process itself (no bash in between to die of the
+# signal). checkpoint_every is read from `config` at run time, not a param: it does not
+# change the result, so changing it must not trigger a rerun.
 
 
 rule distill:
@@ -23,15 +39,21 @@ rule distill:
     benchmark:
         "results/{dataset}/{task}/{node}/{rtag}/{dtag}/benchmarks/distill.tsv"
     threads: THREADS
+    # An interrupted job (time limit, preemption, node failure) is resubmitted and resumes from
+    # its checkpoint. Only by the main Snakemake: inside a SLURM job (remote mode) a retry would
+    # rerun the command in the same allocation, moments before its time limit.
+    retries: 3 if workflow.is_main_process else 0
     resources:
         gpu=GPUS,
         mem_mb=32000,
         runtime=runtime_minutes(720),
+        slurm_extra=f"--signal=TERM@{config['umr']['distill']['stop_signal_seconds']}",
     conda:
         "../envs/umr.yaml"
     shell:
-        "python -m umr.distill --student {input.student} --questions {input.questions} "
+        "exec python -m umr.distill --student {input.student} --questions {input.questions} "
         "--languages {params.languages} --reranked {input.reranked} --corpus {input.corpus} "
         "--offsets {input.offsets} --top-k {params.top_k} {params.options} "
         "--max-length {params.max_length} {params.grad_cache} --threads {threads} "
+        "--checkpoint-every {config[umr][distill][checkpoint_every]} "
         "--out {output} > {log} 2>&1"

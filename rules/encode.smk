@@ -1,4 +1,7 @@
 # Stage: encode. Each corpus shard is embedded by the node's passage encoder (a GPU job).
+# Resumable: finished chunks of 50k passages wait in `<output>.parts/` (not declared, so a
+# failed job keeps them); a rerun or retry (TIMEOUT, preemption) encodes only the rest, and
+# the merged output is written atomically (tests/test_resume.py).
 
 
 rule encode_corpus:

@@ -1,31 +1,20 @@
-# Stage: report. The paper's tables (Markdown, CSV, LaTeX) and the ablation plots (PNG, PDF),
+# Stage: report. The paper's tables (Markdown, CSV, LaTeX, HTML) and the ablation plots (PNG, PDF),
 # one rule each, so `snakemake results/<dataset>/tables/table5.md` runs only what Table 5
 # needs: a table's inputs are the evaluation files of its rows, not metrics.csv (which
 # depends on everything); it collects them with the same code as `rule metrics`.
 # `snakemake --report report.html` bundles them with the captions under report/.
-from umr.plots import PLOTS, default_plots, plot_spec
+# The scripts read results/<dataset> off their input paths (no directory parameter); the
+# path helpers live in umr/report.py. Supervised systems' runs supplied by the user
+# (config `supervised`, umr/supplied.py) are scored by rule evaluate_supplied.
+from umr import report as report_paths
+from umr.plots import PLOTS, plot_spec
 from umr.tables import TABLES, table_spec
 
 
 report: "../report/workflow.rst"
 
-
-def evaluation_path(evaluation):
-    return f"{RESULTS}/{evaluation.task}/{evaluation.node}/eval/{evaluation.split}.csv"
-
-
-def table_files(table_id):
-    return [f"{RESULTS}/tables/{table_id}.{ext}" for ext in ("md", "csv", "tex")]
-
-
-def plot_files(plot_id):
-    return [f"{RESULTS}/plots/{plot_id}.{ext}" for ext in ("png", "pdf")]
-
-
-def report_targets():
-    """Every table, and the plot of every knob this configuration varies (rules/common.smk: final_targets)."""
-    tables = [f for table_id in TABLES for f in table_files(table_id)]
-    return tables + [f for plot_id in default_plots(config) for f in plot_files(plot_id)]
+# The tables and plots of this configuration (rules/common.smk: final_targets).
+report_targets = lambda: report_paths.report_files(config, RESULTS)
 
 
 for table_id in TABLES:
@@ -35,20 +24,20 @@ for table_id in TABLES:
         name:
             f"table_{table_id}"
         input:
-            [evaluation_path(e) for e in spec.evaluations],
+            [report_paths.evaluation_path(RESULTS, e) for e in spec.evaluations],
         output:
-            md=report(
-                f"results/{{dataset}}/tables/{table_id}.md",
-                caption=f"../report/{table_id}.rst",
-                category="Tables",
-                labels={"table": table_id, "format": "Markdown"},
-            ),
+            md=f"results/{{dataset}}/tables/{table_id}.md",
             csv=f"results/{{dataset}}/tables/{table_id}.csv",
             tex=f"results/{{dataset}}/tables/{table_id}.tex",
+            html=report(
+                f"results/{{dataset}}/tables/{table_id}.html",
+                caption=f"../report/{table_id}.rst",
+                category="Tables",
+                labels={"table": table_id},
+            ),
         params:
             table=table_id,
             spec=spec.to_json(),
-            results_dir=RESULTS,
             display=display_names(),
             default_rerank=default_rerank(config).tag,
             default_distill=default_distill(config).tag,
@@ -58,9 +47,9 @@ for table_id in TABLES:
             "../envs/umr.yaml"
         shell:
             "python -m umr.tables --table {params.table} --spec {params.spec:q} --evals {input} "
-            "--results-dir {params.results_dir} --display {params.display:q} "
+            "--display {params.display:q} "
             "--default-rerank {params.default_rerank} --default-distill {params.default_distill} "
-            "--out-md {output.md} --out-csv {output.csv} --out-tex {output.tex} > {log} 2>&1"
+            "--out-md {output.md} --out-csv {output.csv} --out-tex {output.tex} --out-html {output.html} > {log} 2>&1"
 
 
 for plot_id in PLOTS:
@@ -70,7 +59,7 @@ for plot_id in PLOTS:
         name:
             f"plot_{plot_id}"
         input:
-            [evaluation_path(e) for e in spec.evaluations],
+            [report_paths.evaluation_path(RESULTS, e) for e in spec.evaluations],
         output:
             png=report(
                 f"results/{{dataset}}/plots/{plot_id}.png",
@@ -82,7 +71,6 @@ for plot_id in PLOTS:
         params:
             plot=plot_id,
             spec=spec.to_json(),
-            results_dir=RESULTS,
             display=display_names(),
         log:
             f"results/{{dataset}}/logs/plots/{plot_id}.log",
@@ -90,5 +78,29 @@ for plot_id in PLOTS:
             "../envs/umr.yaml"
         shell:
             "python -m umr.plots --plot {params.plot} --spec {params.spec:q} --evals {input} "
-            "--results-dir {params.results_dir} --display {params.display:q} "
+            "--display {params.display:q} "
             "--out-png {output.png} --out-pdf {output.pdf} > {log} 2>&1"
+
+
+# Supervised systems' runs supplied by the user (config `supervised`): scored like our runs,
+# beside the lineage (results/<dataset>/<task>/supplied/<name>/), for Tables 1, 3 and 7.
+rule evaluate_supplied:
+    input:
+        unpack(lambda w: report_paths.supplied_corpus(config, w, corpus_file, offsets_file)),
+        runs=lambda w: report_paths.supplied_runs(config, w),
+        gold=task_questions,
+        english_gold=english_gold,
+    output:
+        "results/{dataset}/{task}/supplied/{name}/eval/{split}.csv",
+    params:
+        english_gold=english_gold_option,
+        corpus=lambda w, input: report_paths.supplied_corpus_options(input),
+        languages=LANGUAGES,
+    log:
+        "results/{dataset}/{task}/supplied/{name}/logs/evaluate.{split}.log",
+    conda:
+        "../envs/umr.yaml"
+    shell:
+        "python -m umr.supplied --task {wildcards.task} --split {wildcards.split} --gold {input.gold} "
+        "{params.english_gold} --run {input.runs:q} {params.corpus} --languages {params.languages} "
+        "--out {output} > {log} 2>&1"

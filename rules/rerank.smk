@@ -1,5 +1,8 @@
 # Stage 1 of UMR: unsupervised multilingual reranking. Per language (and chunk of its
 # questions), a frozen LM scores each question's top-k by log p(question | passage).
+# Resumable: scores of finished parts (~20k pairs, whole questions) wait in `<output>.parts/`
+# (not declared, so a failed job keeps them); a rerun or retry scores only the rest
+# (tests/test_resume.py).
 
 
 rule rerank:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -143,6 +144,20 @@ def test_resume_across_runs_from_part_file(server, tmp_path):
     assert server.requests[-1]["range"] == "bytes=120000-"
 
 
+def test_complete_part_file_is_verified_not_fetched_again(server, tmp_path):
+    """A job killed after the last byte but before the rename: the server answers 416, nothing is refetched."""
+    body = _payload()
+    server.files["/corpus.tsv"] = body
+    out = tmp_path / "corpus.tsv"
+    part, meta = tmp_path / "corpus.tsv.part", tmp_path / "corpus.tsv.part.json"
+    part.write_bytes(body)
+    server.etags["/corpus.tsv"] = etag = '"v1"'
+    meta.write_text(json.dumps({"url": server.url("/corpus.tsv"), "etag": etag, "last_modified": None}))
+    download.download_file(server.url("/corpus.tsv"), out, **FAST)
+    assert out.read_bytes() == body and not part.exists() and not meta.exists()
+    assert [r["range"] for r in server.requests] == [f"bytes={len(body)}-"]
+
+
 def test_changed_upstream_file_is_fetched_whole_not_spliced(server, tmp_path):
     server.files["/f"] = _payload(seed=1)
     server.cut_after = 50_000
@@ -224,3 +239,76 @@ def test_model_fetch_skips_unused_weight_formats():
     patterns = download.ignore_patterns(files)
     assert "pytorch_model*.bin" in patterns and "tf_model*" in patterns and "*.msgpack" in patterns
     assert "pytorch_model*.bin" not in download.ignore_patterns(["config.json", "pytorch_model.bin"])
+
+
+# -- the rules (rules/data.smk) ------------------------------------------------------------------
+def _paper_config_with(tmp_path: Path, urls: dict[str, str], sha256: dict[str, str] | None = None) -> Path:
+    """config.paper.yaml with some download URLs pointed at the local server."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "config.paper.yaml").read_text())
+    config["data"] = {"urls": urls, "sha256": sha256 or {}}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _snakemake(tmp_path: Path, configfile: Path, *targets: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path / "run"),
+         "--configfile", str(configfile), "--cores", "1", *targets],
+        capture_output=True, text=True, cwd=REPO, timeout=600,
+    )
+
+
+def test_download_rule_records_then_rejects_a_changed_file(server, tmp_path):
+    """`download_questions` as Snakemake runs it: manifest on the first run; a changed file fails the rule."""
+    server.files["/xor_dev.jsonl"] = first = b'{"id": "q1", "question": "?", "answers": ["a"], "lang": "ja"}\n'
+    config = _paper_config_with(tmp_path, {"xor_retrieve/dev.jsonl": server.url("/xor_dev.jsonl")})
+    target = "results/xor/data/xor_retrieve/dev.jsonl"
+    out, manifest = tmp_path / "run" / target, tmp_path / "run" / "results" / "xor" / "data" / "MANIFEST.json"
+    done = _snakemake(tmp_path, config, target)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert out.read_bytes() == first
+    assert json.loads(manifest.read_text())["xor_retrieve/dev.jsonl"]["sha256"] == hashlib.sha256(first).hexdigest()
+
+    out.unlink()
+    server.files["/xor_dev.jsonl"] = b'{"id": "q1", "question": "changed", "answers": ["a"], "lang": "ja"}\n'
+    server.etags.clear()
+    failed = _snakemake(tmp_path, config, target)
+    assert failed.returncode != 0
+    assert not out.exists() and not list(out.parent.glob("dev.jsonl.part*"))
+    log = (tmp_path / "run" / "results" / "xor" / "logs" / "download.xor_retrieve.dev.log").read_text()
+    assert "error: xor_retrieve/dev.jsonl: downloaded" in log and "the file was removed" in log, log
+
+
+def test_download_rule_checks_a_pinned_sha256(server, tmp_path):
+    """A sha256 pinned in the config (data.sha256) is checked on the first download already."""
+    server.files["/c.tsv"] = b"id\ttext\ttitle\n1\tsome text\tTitle\n"
+    config = _paper_config_with(tmp_path, {"corpus/xor_retrieve.tsv": server.url("/c.tsv")},
+                                {"corpus/xor_retrieve.tsv": "0" * 64})
+    target = "results/xor/data/corpus/xor_retrieve.tsv"
+    failed = _snakemake(tmp_path, config, target)
+    assert failed.returncode != 0 and not (tmp_path / "run" / target).exists()
+    log = (tmp_path / "run" / "results" / "xor" / "logs" / "download.corpus.xor_retrieve.log").read_text()
+    assert "does not match the sha256 pinned in the config" in log, log
+    assert not (tmp_path / "run" / "results" / "xor" / "data" / "MANIFEST.json").exists()
+
+
+def test_jobs_run_offline_from_the_local_model_cache(tmp_path):
+    """Every job of the paper configuration sees HF_HUB_OFFLINE=1 (only fetch_model goes online)."""
+    wrapper = tmp_path / "Snakefile"
+    wrapper.write_text(f"include: {str(REPO / 'Snakefile')!r}\n\n"
+                       "rule job_environment:\n    output: 'env.txt'\n    shell: 'env > {output}'\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(wrapper), "--directory", str(tmp_path), "--configfile",
+         str(REPO / "config.paper.yaml"), "--cores", "1", "env.txt"],
+        capture_output=True, text=True, cwd=REPO, timeout=600, env={k: v for k, v in os.environ.items()
+                                                                      if not k.startswith(("HF_", "TRANSFORMERS_"))},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    env = dict(line.split("=", 1) for line in (tmp_path / "env.txt").read_text().splitlines() if "=" in line)
+    assert env.get("HF_HUB_OFFLINE") == "1" and env.get("TRANSFORMERS_OFFLINE") == "1"
+    # fetch_model itself turns it off for its own process, before importing huggingface_hub
+    source = (REPO / "umr" / "download.py").read_text()
+    assert source.index('os.environ["HF_HUB_OFFLINE"] = "0"') < source.index("from huggingface_hub import")

@@ -5,19 +5,25 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
 
 from umr.baselines import mgenq
 from umr.baselines.mgenq import (ContrastiveSettings, ContrastiveTrainer, QuestionGenerator, SamplingSettings,
-                                 contrastive_loss, generate_for_language, matches_script, read_pairs,
-                                 resolve_template, sample_rows, script_share)
+                                 SeededSampler, contrastive_loss, generate_for_language, generate_questions,
+                                 matches_script, read_pairs, sample_rows, script_share)
+from umr.baselines.prompts import TEMPLATES, resolve_template, template_for_key, template_key
+from umr.config import validate_config
 from umr.corpus import Corpus, build_offsets, save_offsets
 from umr.distill import distillation_loss
 from umr.encode import DualEncoder
-from umr.errors import UMRError
+from umr.errors import ConfigError, UMRError
 from umr.io import run_cli
+from umr.lineage import RETRIEVER_NODE, ContrastiveSpec, GenQSpec, Node
+from umr.metrics import describe
+from umr.plan import evaluations, mgenq_node, planned_reranks
 
 
 def cli(argv):
@@ -101,6 +107,24 @@ def test_question_stats_counts_shares_and_examples():
     assert [e["id"] for e in stats["examples"]] == ["genq-ru-0", "genq-ru-1"]
 
 
+def test_per_language_script_shares_on_a_hand_made_set(tmp_path):
+    """ja: 1 of 3 in script (Chinese and English do not count); ko: 2 of 2; the total: 3 of 5."""
+    texts = {"ja": ["東京タワーはいつ建てられた?", "中国的首都是哪里？", "When was Tokyo Tower built?"],
+             "ko": ["서울은 어디?", "Seoul은 어디에 있나요?"]}
+    qs = [mgenq.GeneratedQuestion(f"genq-{lang}-{i}", t, lang, f"p{i}") for lang, ts in texts.items()
+          for i, t in enumerate(ts)]
+    stats = mgenq.all_stats(qs, ["ja", "ko"])
+    assert stats["languages"]["ja"]["script_match"] == 1
+    assert stats["languages"]["ja"]["script_match_share"] == pytest.approx(0.3333)
+    assert stats["languages"]["ko"]["script_match_share"] == 1.0  # "Seoul은 어디에 있나요": 7 Hangul of 12 letters
+    assert (stats["all"]["count"], stats["all"]["script_match"], stats["all"]["script_match_share"]) == (5, 3, 0.6)
+    mgenq.write_stats_csv(tmp_path / "s.csv", stats)
+    lines = (tmp_path / "s.csv").read_text(encoding="utf-8").splitlines()
+    assert lines[0] == ",".join(mgenq.STATS_COLUMNS)
+    assert lines[1].startswith("ja,3,1,0.3333,0,0.0,") and lines[2].startswith("ko,2,2,1.0,0,0.0,")
+    assert lines[3].startswith("all,5,3,0.6,0,0.0,")
+
+
 # -- sampling and generation ---------------------------------------------------------------------
 
 
@@ -114,8 +138,8 @@ def test_passage_sample_is_seeded_distinct_and_per_language():
         sample_rows(10, 11, seed=1, lang="ar")
 
 
-def test_templates():
-    assert "{language}" in resolve_template("instruction_first")
+def test_templates_and_their_tag_keys():
+    assert "{language}" in resolve_template("instruction-first")
     custom = "Ask in {language}: {text}"
     assert resolve_template(custom) == custom
     with pytest.raises(UMRError, match="unknown template name"):
@@ -124,6 +148,30 @@ def test_templates():
         resolve_template("Ask about {passage}")
     with pytest.raises(UMRError, match="placeholders"):
         resolve_template("Ask about {text}")  # no language
+    for name in TEMPLATES:
+        assert template_key(name) == name and GenQSpec.PATTERN.fullmatch(GenQSpec("m", name).tag)
+    key = template_key(custom)
+    assert key.startswith("custom-") and key != template_key(custom + " ") and GenQSpec("m", key).tag
+    assert template_for_key(key, custom) == custom
+    with pytest.raises(UMRError, match="configured"):
+        template_for_key(key, "Other {language} {text}")
+
+
+def test_seeded_sampler_keeps_the_nucleus_and_is_reproducible():
+    # probabilities 0.5, 0.3, 0.2 (token order 2, 0, 1); top_p 0.6 keeps the two most likely tokens
+    scores = torch.log(torch.tensor([[0.3, 0.2, 0.5]]))
+    draws = []
+    for seed in range(400):
+        out = SeededSampler([seed], temperature=1.0, top_p=0.6)(None, scores)
+        assert torch.isfinite(out).sum() == 1
+        draws.append(int(out.argmax()))
+    assert set(draws) == {0, 2}
+    assert draws.count(2) / len(draws) == pytest.approx(0.5 / 0.8, abs=0.07)
+    again = [int(SeededSampler([seed], 1.0, 0.6)(None, scores).argmax()) for seed in range(400)]
+    assert again == draws
+    # each row has its own generator: a row's draws do not depend on the rows beside it
+    rows = SeededSampler([11, 12, 13], 1.0, 1.0)(None, scores.repeat(3, 1)).argmax(dim=1).tolist()
+    assert rows[1] == int(SeededSampler([12], 1.0, 1.0)(None, scores).argmax())
 
 
 @pytest.fixture(scope="module")
@@ -140,42 +188,64 @@ def test_generation_is_identical_for_a_seed_and_differs_across_seeds(mini_data, 
         first = generate_for_language(generator, corpus, "ja", 6, seed=5, sampling=sampling)
         again = generate_for_language(generator, corpus, "ja", 6, seed=5, sampling=sampling)
         other = generate_for_language(generator, corpus, "ja", 6, seed=6, sampling=sampling)
+        # every question has its own generator: batching and the other languages change nothing
+        mixed = generate_questions(generator, corpus, {"ru": 3, "ja": 6}, seed=5, progress=False,
+                                   sampling=SamplingSettings(max_new_tokens=12, batch_size=5))
     assert first == again
     assert [q.id for q in first] == [f"genq-ja-{i}" for i in range(6)]
     assert [q.question for q in first] != [q.question for q in other]
     assert [q.passage_id for q in first] != [q.passage_id for q in other]
+    assert [q for q in mixed if q.lang == "ja"] == first
+    assert all(q.question for q in first)
+
+
+def test_a_tiny_nucleus_is_greedy_decoding(mini_data, tiny_lm):
+    generator = QuestionGenerator(str(tiny_lm), device="cpu")
+    with Corpus(mini_data["corpus_xor_retrieve"]) as corpus:
+        passages = corpus.by_rows(range(3))
+        prompts = [mgenq.render_prompt(TEMPLATES["instruction-first"], p, "ru") for p in passages]
+        sampled = generator.generate(prompts, [1, 2, 3], SamplingSettings(max_new_tokens=8, top_p=1e-6), progress=False)
+    ids = generator.tokenizer(prompts, return_tensors="pt", padding=True)
+    greedy = generator.model.generate(**ids, do_sample=False, num_beams=1, max_new_tokens=8)
+    assert sampled == [t.strip() for t in generator.tokenizer.batch_decode(greedy, skip_special_tokens=True)]
 
 
 def test_generate_cli_is_byte_identical_and_writes_stats(mini_data, tiny_lm, offsets, tmp_path):
-    def run(seed, name):
+    def run(seed, name, batch_size=4):
         argv = ["generate", "--model", tiny_lm, "--corpus", mini_data["corpus_xor_retrieve"], "--offsets", offsets,
-                "--lang", "ko", "--count-from", mini_data["xor_retrieve_train"], "--seed", seed,
-                "--max-new-tokens", 10, "--batch-size", 4, "--device", "cpu",
-                "--out", tmp_path / f"{name}.jsonl", "--stats-out", tmp_path / f"{name}.json"]
+                "--languages", "ko", "ru", "--count-from", mini_data["xor_retrieve_train"], "--seed", seed,
+                "--max-new-tokens", 10, "--batch-size", batch_size, "--device", "cpu",
+                "--out", tmp_path / f"{name}.jsonl", "--stats-out", tmp_path / f"{name}.json",
+                "--stats-csv", tmp_path / f"{name}.csv"]
         assert cli(argv) == 0
-        return (tmp_path / f"{name}.jsonl").read_bytes(), (tmp_path / f"{name}.json").read_bytes()
+        return tuple((tmp_path / f"{name}.{ext}").read_bytes() for ext in ("jsonl", "json", "csv"))
 
-    first, again, other = run(1, "a"), run(1, "b"), run(2, "c")
-    assert first == again
+    first, again, other = run(1, "a"), run(1, "b", batch_size=3), run(2, "c")
+    assert first[0] == again[0] and first[2] == again[2]  # the stats JSON records the batch size
     assert first[0] != other[0]
     records = [json.loads(line) for line in first[0].decode().splitlines()]
-    n_ko = sum(json.loads(line)["lang"] == "ko" for line in open(mini_data["xor_retrieve_train"], encoding="utf-8"))
-    assert len(records) == n_ko > 0
-    assert set(records[0]) == {"id", "question", "lang", "passage_id"} and records[0]["lang"] == "ko"
+    train = [json.loads(line)["lang"] for line in open(mini_data["xor_retrieve_train"], encoding="utf-8")]
+    assert [r["lang"] for r in records] == ["ko"] * train.count("ko") + ["ru"] * train.count("ru")
+    assert set(records[0]) == {"id", "question", "lang", "passage_id"}
     stats = json.loads(first[1])
-    assert stats["count"] == n_ko and 0.0 <= stats["script_match_share"] <= 1.0
-    assert stats["examples"][0] == records[0]
+    assert stats["languages"]["ko"]["count"] == train.count("ko") > 0
+    assert stats["all"]["count"] == len(records) and 0.0 <= stats["all"]["script_match_share"] <= 1.0
+    assert stats["languages"]["ko"]["examples"][0] == records[0]
     assert stats["settings"]["seed"] == 1 and "{language}" in stats["settings"]["template"]
+    csv_lines = first[2].decode().splitlines()
+    assert [line.split(",")[0] for line in csv_lines] == ["lang", "ko", "ru", "all"]
+    assert csv_lines[1].split(",")[:4] == ["ko", str(train.count("ko")), str(stats["languages"]["ko"]["script_match"]),
+                                           str(stats["languages"]["ko"]["script_match_share"])]
 
 
 def test_one_line_errors_name_the_culprit(mini_data, tiny_lm, offsets, tmp_path, capsys):
     base = ["--corpus", mini_data["corpus_xor_retrieve"], "--offsets", offsets, "--count", 2,
             "--out", tmp_path / "q.jsonl", "--stats-out", tmp_path / "s.json"]
-    assert cli(["generate", "--model", tmp_path / "no-model", "--lang", "ar", *base]) == 1
+    assert cli(["generate", "--model", tmp_path / "no-model", "--languages", "ar", *base]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no-model" in err and "not found" in err
-    assert cli(["generate", "--model", tiny_lm, "--lang", "xx", *base]) == 1
-    assert "--lang 'xx': unknown language" in capsys.readouterr().err
+    assert cli(["generate", "--model", tiny_lm, "--languages", "ru", "xx", *base]) == 1
+    assert "--languages 'xx': unknown language" in capsys.readouterr().err
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     assert cli(["train", "--student", tmp_path / "none", "--pairs", empty, "--corpus", mini_data["corpus_xor_retrieve"],
@@ -221,6 +291,8 @@ def test_train_writes_a_loadable_retriever(mini_data, tiny_retriever, offsets, p
     assert (out / "query_encoder" / "config.json").exists() and (out / "passage_encoder" / "config.json").exists()
     meta = json.loads((out / mgenq.SETTINGS_FILE).read_text())
     assert (meta["n_pairs"], meta["n_empty_skipped"], meta["steps"]) == (11, 1, 2)
+    assert meta["pairs_per_language"] == {"fi": 6, "ru": 5}
+    assert not (tmp_path / "mgenq.checkpoints").exists()
     trained = DualEncoder.load(str(out), 64)
     start = DualEncoder.load(str(tiny_retriever), 64)
     changed = [not torch.equal(a, b) for a, b in zip(trained.query_model.parameters(), start.query_model.parameters())]
@@ -230,7 +302,18 @@ def test_train_writes_a_loadable_retriever(mini_data, tiny_retriever, offsets, p
                                                      trained.passage_model.parameters()))
 
 
-def test_grad_cache_step_equals_the_plain_step(mini_data, tiny_retriever, pair_files):
+def test_a_batch_larger_than_the_pairs_is_lowered(mini_data, tiny_retriever, offsets, pair_files, tmp_path):
+    out = tmp_path / "mgenq"
+    argv = ["train", "--student", tiny_retriever, "--pairs", *pair_files, "--corpus", mini_data["corpus_xor_retrieve"],
+            "--offsets", offsets, "--batch-size", 64, "--epochs", 1, "--max-length", 32, "--device", "cpu",
+            "--out", out]
+    assert cli(argv) == 0
+    meta = json.loads((out / mgenq.SETTINGS_FILE).read_text())
+    assert (meta["batch_size"], meta["requested_batch_size"], meta["steps"]) == (11, 64, 1)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_grad_cache_step_equals_the_plain_step(mini_data, tiny_retriever, pair_files, temperature):
     pairs, _ = read_pairs(pair_files)
     with Corpus(mini_data["corpus_xor_retrieve"]) as corpus:
         passages = {p.id: p for p in corpus.by_rows(range(12))}
@@ -238,7 +321,8 @@ def test_grad_cache_step_equals_the_plain_step(mini_data, tiny_retriever, pair_f
     def first_step(grad_cache):
         encoder = DualEncoder.load(str(tiny_retriever), 64)
         settings = ContrastiveSettings(batch_size=5, epochs=1, warmup_steps=1, max_length=64, seed=3,
-                                       grad_cache=grad_cache, query_chunk_size=2, passage_chunk_size=3)
+                                       temperature=temperature, grad_cache=grad_cache, query_chunk_size=2,
+                                       passage_chunk_size=3)
         trainer = ContrastiveTrainer(encoder, pairs, passages, settings, torch.device("cpu"))
         for model in (encoder.query_model, encoder.passage_model):
             model.eval()  # no dropout: the two paths draw different masks
@@ -251,6 +335,59 @@ def test_grad_cache_step_equals_the_plain_step(mini_data, tiny_retriever, pair_f
     assert len(plain) == len(cached) > 0
     for a, b in zip(plain, cached):
         torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
-    with pytest.raises(UMRError, match="temperature 1 only"):
-        ContrastiveTrainer(DualEncoder.load(str(tiny_retriever), 64), pairs, passages,
-                           ContrastiveSettings(grad_cache=True, temperature=0.5, batch_size=4), torch.device("cpu"))
+
+
+# -- lineage, plan, metrics ----------------------------------------------------------------------
+
+
+def test_mgenq_tags_round_trip_and_the_node_sits_in_its_parents_lineage():
+    generation = GenQSpec("mt0-xl", "custom-0123abcd", top_p=0.9, temperature=0.7, max_new_tokens=64, seed=3)
+    training = ContrastiveSpec(temperature=0.05, batch_size=96, epochs=40, learning_rate=2e-5, warmup_steps=1237)
+    assert GenQSpec.parse(generation.tag) == generation and ContrastiveSpec.parse(training.tag) == training
+    node = Node("mcontriever").with_genq(generation, training)
+    assert node.path == f"mcontriever/{generation.tag}/{training.tag}"
+    assert Node.parse(node.path) == node and node.parent == Node("mcontriever") and node.iteration == 0
+    assert node.genq_dir() == f"mcontriever/{generation.tag}"
+    assert re.fullmatch(RETRIEVER_NODE, node.path)
+    assert not re.fullmatch(RETRIEVER_NODE, f"mcontriever/{generation.tag}")
+    with pytest.raises(ValueError):
+        node.child(None, None)
+
+
+def test_the_plan_evaluates_mgenq_on_every_task_and_metrics_name_it():
+    config = validate_config({})
+    node = mgenq_node(config)
+    assert node.genq[0].generator == config["umr"]["rerank"]["reranker"]  # the toy default: the mT5 stand-in
+    assert {(e.task, e.split) for e in evaluations(config) if e.node == node.path} == {
+        (task, "dev") for task in config["umr"]["tasks"]}
+    assert not any("genq-" in n for _, n, _ in planned_reranks(config))
+    row = describe(node.path, {"mcontriever": "mContriever"}, None, None)
+    assert (row["system"], row["variant"], row["iteration"], row["retriever"]) == ("mGenQ", "default", 0, "mcontriever")
+    assert (row["generator"], row["batch_size"], row["temperature"]) == ("mt5", 16, 1.0)
+    other = Node("mcontriever").with_genq(GenQSpec("mt5", top_p=0.5), node.genq[1])
+    assert describe(other.path, {}, None, None, node.genq)["variant"] == "top_p=0.5"
+    off = validate_config({"baselines": {"mgenq": {"enabled": False}}})
+    assert not any("genq-" in e.node for e in evaluations(off))
+
+
+@pytest.mark.parametrize("mgenq_config, message", [
+    ({"generator": "nope"}, "baselines.mgenq.generator"),
+    ({"generator": "mcontriever"}, "baselines.mgenq.generator"),
+    ({"template": "nope"}, "baselines.mgenq.template"),
+])
+def test_bad_mgenq_settings_name_their_key(mgenq_config, message):
+    config = validate_config({"baselines": {"mgenq": mgenq_config}})
+    with pytest.raises(ConfigError, match=f"config key '{message}'"):
+        mgenq_node(config)
+
+
+def test_paper_config_generates_with_mt0_and_trains_like_mdpr():
+    from umr.config import load_config
+
+    config = load_config("config.paper.yaml")
+    generation, training = mgenq_node(config).genq
+    assert config["models"][generation.generator]["hub"] == "bigscience/mt0-xl"
+    assert (training.batch_size, training.epochs, training.learning_rate, training.warmup_steps,
+            training.max_grad_norm, training.temperature) == (96, 40, 2e-5, 1237, 2.0, 1.0)
+    with pytest.raises(ConfigError, match="models.g"):
+        validate_config({"models": {**config["models"], "g": {"kind": "generator", "toy": {}}}})

@@ -139,7 +139,7 @@ def test_expected_scores_print_ok_and_fail(rows):
         ("UMR (iter=1) [batch_size=8]", "R@5kt"): (False, "off by +1.67"),
         ("temperature 1 by setting", "R@2kt"): (True, ""),
         ("mContriever top-20, English answers", "Top-20"): (True, ""),
-        ("mGenQ (not in the metrics)", "R@2kt"): (False, "missing"),
+        ("mDPR (not in the metrics)", "R@2kt"): (False, "missing"),
         ("UMR iteration 1, every variant", "R@2kt"): (False, "ambiguous"),
     }
     out = io.StringIO()
@@ -177,3 +177,162 @@ def test_paper_expected_scores_come_from_the_papers_tables():
     assert "Table 5: temperature = 0.1" not in by_name  # contradicts Table 3's same setting
     assert sum(1 for c in paper.conditions if c.name.startswith("Table 7")) == 12
     assert paper.tolerance == expected.PAPER_TOLERANCE
+
+
+# -- supervised systems' runs supplied by the user (config `supervised`) -------------------------
+def supplied_config(paper: bool) -> dict:
+    config = copy.deepcopy(FIXTURE_CONFIG)
+    if paper:  # and without mGenQ: its row is then the paper's number, "not run"
+        config = {k: v for k, v in fixture_config(paper=True).items() if k in FIXTURE_CONFIG or k == "baselines"}
+        config["baselines"] = {"bm25": {"enabled": False}, "mgenq": {"enabled": False}}
+    config["supervised"] = {"mdpr": {"xor_retrieve": {"dev": "mdpr_dev.json"}},
+                            "cora": {"xor_full": {"dev": ["cora.ja.trec", "cora.ru.trec"]}},
+                            "mine": {"display": "My DPR", "xor_retrieve": {"dev": "mine.trec"}}}
+    return validate_config(config)
+
+
+def test_supplied_runs_replace_the_reported_rows():
+    paper = supplied_config(paper=True)
+    t1 = tables.table_spec(paper, "table1")
+    assert [r.label for r in t1.rows] == ["mDPR", "MT+DPR (reported)", "My DPR", "UMR (paper, test)",
+                                          "UMR (iter=2), dev"]
+    assert {e.node for e in t1.evaluations} >= {"supplied/mdpr", "supplied/mine"}
+    t3 = tables.table_spec(paper, "table3")
+    assert [r.label for r in t3.rows][:3] == ["mDPR", "My DPR", "mGenQ (not run)"]
+    t7 = tables.table_spec(paper, "table7")
+    assert t7.rows[0] == tables.Row("CORA", node="supplied/cora", paper="cora")
+    toy = supplied_config(paper=False)
+    assert [r.label for r in tables.table_spec(toy, "table3").rows][:4] == ["mDPR", "My DPR", "mGenQ", "BM25"]
+    assert [r.label for r in tables.table_spec(toy, "table1").rows] == ["mDPR", "My DPR", "UMR (iter=2), dev"]
+
+
+def test_supplied_run_rows_are_built_beside_the_papers_numbers(tmp_path, rows):
+    results = tmp_path / "results" / "fx"
+    evals = []
+    for name, r2, r5 in (("mdpr", 45.0, 55.0), ("mine", 12.5, 25.0)):
+        path = results / "xor_retrieve" / "supplied" / name / "eval" / "dev.csv"
+        path.parent.mkdir(parents=True)
+        path.write_text("task,split,lang,subset,metric,value,count\n"
+                        f"xor_retrieve,dev,ja,all,R@2kt,{r2},5\nxor_retrieve,dev,avg,all,R@2kt,{r2},5\n"
+                        f"xor_retrieve,dev,avg,all,R@5kt,{r5},5\n", encoding="utf-8")
+        evals.append(path)
+    supplied = tables.collect_rows(evals, None, [], None, None)
+    assert {(r["node"], r["system"], r["variant"]) for r in supplied} == {
+        ("supplied/mdpr", "mdpr", "supplied"), ("supplied/mine", "mine", "supplied")}
+    assert tables.results_dir_of(evals) == results
+    table = tables.build_table(tables.table_spec(supplied_config(paper=True), "table3"), rows + supplied)
+    assert table.rows[:2] == [["mDPR", 45.0, 40.5, 55.0, 50.2], ["My DPR", 12.5, None, 25.0, None]]
+
+
+def test_results_dir_is_read_off_evaluation_paths():
+    assert tables.results_dir_of(["results/toy/xor_full/mc/eval/dev.csv",
+                                  "results/toy/xor_retrieve/supplied/mdpr/eval/dev.csv"]) == Path("results/toy")
+    with pytest.raises(tables.UMRError, match="not an evaluation output"):
+        tables.results_dir_of(["results/toy/tables/table3.md"])
+    with pytest.raises(tables.UMRError, match="2 results directories"):
+        tables.results_dir_of(["a/xor_full/mc/eval/dev.csv", "b/xor_full/mc/eval/dev.csv"])
+
+
+def test_supplied_prediction_json_is_scored_like_our_runs(tmp_path):
+    import json
+
+    from umr import supplied
+
+    gold = tmp_path / "dev.jsonl"
+    gold.write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in (
+        {"id": "q1", "question": "いつ?", "answers": ["1867"], "lang": "ja"},
+        {"id": "q2", "question": "кто?", "answers": ["Pushkin"], "lang": "ru"},
+        {"id": "q3", "question": "где?", "answers": ["Moscow"], "lang": "ru"})), encoding="utf-8")
+    predictions = tmp_path / "mdpr_dev.json"
+    predictions.write_text(json.dumps([
+        {"id": "q1", "lang": "ja", "ctxs": [{"text": "It happened in 1867 ."}, {"text": "x"}]},
+        {"id": "q2", "lang": "ru", "ctxs": ["Tolstoy wrote it ."]}]), encoding="utf-8")
+    out = tmp_path / "eval.csv"
+    rows = supplied.score("xor_retrieve", "dev", gold, [predictions], out)
+    scores = {(r["metric"], r["lang"]): (r["value"], r["count"]) for r in rows}
+    assert scores[("R@2kt", "ja")] == (100.0, 1)
+    assert scores[("R@2kt", "ru")] == (0.0, 2)  # q3 has no prediction: a miss, as for our runs
+    assert scores[("R@2kt", "avg")] == (50.0, 3)
+    assert out.read_text(encoding="utf-8").startswith("task,split,lang,subset,metric,value,count\n")
+    skipped = supplied.score("xor_retrieve", "dev", gold, [predictions], out, missing="skip")
+    assert {(r["metric"], r["lang"]): r["count"] for r in skipped}[("R@2kt", "ru")] == 1
+    with pytest.raises(supplied.UMRError, match="not both"):
+        supplied.is_json(["a.json", "b.trec"])
+
+
+def test_ablations_on_xor_full_use_its_top_k_columns(rows):
+    config = copy.deepcopy(FIXTURE_CONFIG)
+    config["ablations"] = {**config["ablations"], "task": "xor_full"}
+    config = validate_config(config)
+    spec = tables.table_spec(config, "table5")
+    assert spec.kind == "topk" and {e.task for e in spec.evaluations} == {"xor_full"}
+    assert tables.build_table(spec, rows).header[1:4] == ["English answers Top-1", "English answers Top-5",
+                                                          "English answers Top-20"]
+    plot = plots.plot_spec(config, "temperature")
+    assert plot.metrics == ("Top-1", "Top-5", "Top-20") and plot.task == "xor_full"
+    assert plots.reference_values(plot, rows) == {"Top-1": 5.0, "Top-5": 25.0, "Top-20": 45.0}
+
+
+# -- ablation grids -----------------------------------------------------------------------------
+def open_questions_config(**ablations) -> dict:
+    """The fixture plus a second reranker LM: the paper's open questions as grids."""
+    config = copy.deepcopy(FIXTURE_CONFIG)
+    config["models"]["lm2"] = {"kind": "reranker", "display": "mT5-b", "toy": {"seed": 2}}
+    config["ablations"] = ablations
+    return validate_config(config)
+
+
+def test_one_knob_at_a_time_variants_are_lineage_nodes_sharing_the_reranking():
+    from umr import ablations
+    from umr.lineage import Node
+
+    plan = ablations.plan(fixture_config())
+    tau = plan.slice("temperature")
+    assert [v.value("temperature") for v in tau] == [1, 0.1]
+    parents = {Node.parse(v.evaluation.node).parent.reranked(Node.parse(v.evaluation.node).steps[-1][0])
+               for v in plan.variants if v.iteration == 1}
+    assert parents == {"mc/rr-lm_official_mean_k10"}  # every iteration-1 variant reuses one reranking
+    assert [v.value("batch_size") for v in plan.slice("batch_size")] == [4, 8]
+    assert dict(plan.skipped) == {"batch_size": ((16, "batch size 16 > 8 training questions"),)}
+    assert [v.iteration for v in plan.slice("iterations")] == [1, 2]
+
+
+def test_open_questions_each_get_a_grid_and_a_plot():
+    config = open_questions_config(temperature=[], batch_size=[], in_batch_negatives=[], reranker=["lm", "lm2"],
+                                   iterations=[3], rerank_top_k=[5, 10, 20, 50])
+    assert plots.default_plots(config) == ["iterations", "top_k", "reranker"]
+    assert [x for x, _ in plots.plot_spec(config, "reranker").points] == ["mT5", "mT5-b"]
+    assert [x for x, _ in plots.plot_spec(config, "iterations").points] == ["0", "1", "2", "3"]
+    top_k = plots.plot_spec(config, "top_k")
+    assert [x for x, _ in top_k.points] == ["5", "10", "20"]
+    assert top_k.notes == ("not run: rerank_top_k = 50 (top-k 50 > retrieval.top_k 20)",)
+    nodes = [node for _, node in top_k.points]
+    assert nodes[0].startswith("mc/rr-lm_official_mean_k5/kd-") and nodes[2].startswith("mc/rr-lm_official_mean_k20/")
+    from umr import ablations
+
+    with pytest.raises(ablations.ConfigError, match="ablations.reranker"):
+        ablations.plan(open_questions_config(reranker=["nope"]))
+
+
+def test_full_grid_runs_every_combination_at_every_iteration():
+    from umr import ablations
+
+    config = open_questions_config(mode="grid", temperature=[0.1, 1], batch_size=[4, 8], in_batch_negatives=[],
+                                   iterations=[2])
+    plan = ablations.plan(config)
+    combos = {v.settings for v in plan.variants}
+    assert len(combos) == 4 and len(plan.variants) == 4 * 2  # 2 τ x 2 batch sizes, iterations 1 and 2
+    deep = [v for v in plan.variants if v.iteration == 2 and set(v.changed) == {"temperature", "batch_size"}]
+    assert len(deep) == 1 and deep[0].evaluation.node.count("kd-t1_b8_") == 2  # the settings at every iteration
+    assert [v.value("temperature") for v in plan.slice("temperature")] == [0.1, 1]
+    assert tables.table_spec(config, "ablations").rows[-1].label.endswith("(iter=2)")
+
+
+def test_html_rendering_for_the_report(rows):
+    table = tables.build_table(tables.table_spec(fixture_config(paper=True), "table3"), rows)
+    page = tables.to_html(table)
+    assert page.startswith("<!DOCTYPE html>") and "<h3>Table 3: Reranking and iterations on XOR-Retrieve dev (%)</h3>" in page
+    assert ('<tr class="paper"><td>mDPR (reported)</td><td class="num">–</td><td class="num">40.50</td>') in page
+    assert "<th>R@2kt (paper)</th>" in page
+    absent = tables.to_html(tables.build_table(tables.table_spec(fixture_config(), "table2"), rows))
+    assert "<em>Not built:</em> Table 2 (XOR-Full question answering" in absent and "<table>" not in absent

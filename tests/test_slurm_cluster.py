@@ -19,11 +19,11 @@ import contextlib
 import fcntl
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +34,7 @@ CLUSTER_SH = REPO / "tests" / "slurm" / "cluster.sh"
 TEST_PROFILE = REPO / "tests" / "slurm" / "profile"
 SITE_PROFILE = REPO / "slurm"
 DUMMY_SNAKEFILE = REPO / "tests" / "slurm" / "dummy" / "Snakefile"
+SRUN_WRAPPER_DIR = REPO / "tests" / "slurm" / "bin"
 
 # Polling settings that make the site profile usable on the test cluster
 # (its defaults wait 40 s before the first status check).
@@ -171,7 +172,9 @@ def run_snakemake_on_slurm(
     # `python -m umr...` must find the same environment inside the jobs.
     bindir = str(Path(sys.executable).parent)
     run_env = dict(cluster.env, **(env or {}))
-    run_env["PATH"] = os.pathsep.join([bindir, run_env.get("PATH", "")])
+    # tests/slurm/bin/srun: the srun inside jobs must reach this cluster, not another one
+    run_env["PATH"] = os.pathsep.join([bindir, str(SRUN_WRAPPER_DIR), run_env.get("PATH", "")])
+    run_env["UMR_TEST_SLURM_CONF"] = cluster.env["SLURM_CONF"]
     if Path(sys.prefix, "pyvenv.cfg").exists():
         run_env["VIRTUAL_ENV"] = sys.prefix
     t = time.monotonic()
@@ -271,6 +274,7 @@ def test_site_profile_parses_with_site_settings(tmp_path):
         UMR_SLURM_GPU_PARTITION="gpu-part",
         UMR_SLURM_GPU_MODEL="a100",
         UMR_SLURM_STATUS_COMMAND="squeue",
+        UMR_SLURM_SKIP_SITE_CHECK="1",  # these partitions exist on no cluster this may run beside
     )
     snakefile = tmp_path / "Snakefile"
     snakefile.write_text(
@@ -297,34 +301,116 @@ def test_site_profile_parses_with_site_settings(tmp_path):
         assert expected in enc, enc
 
 
+MINI_CONFIG = REPO / "tests" / "configs" / "mini.yaml"
+# What the test profile's job groups (tests/slurm/profile/config.yaml) bundle per SLURM job.
+PIPELINE_GROUPS = {"prep", "node", "bm25", "score"}
+
+
 @pytest.mark.slurm
 @pytest.mark.dag
-def test_toy_pipeline_on_slurm(slurm_cluster, tmp_path):
-    """The real pipeline on the toy config, every job through SLURM.
+def test_toy_pipeline_on_slurm(slurm_cluster, mini_run, tmp_path):
+    """The real pipeline on the miniature toy config, through `--profile tests/slurm/profile`.
 
-    Opt-in (UMR_TEST_TOY_ON_SLURM=1): each SLURM job costs >= ~12 s of polling
-    latency plus a Snakemake start-up inside the job, and the full toy DAG has
-    ~125 jobs; on a 2-core machine 31 of them took 25 min. Extra arguments (e.g.
-    targets, `--until rerank`, `--config ...`) via UMR_TEST_TOY_ON_SLURM_ARGS.
+    Every job that is not a local rule runs as a SLURM job (rerank and distill one each,
+    the rest in the profile's job groups), to the end of the DAG, and the metrics equal
+    those of a local run of the same config (the `mini_run` fixture) to 1e-9.
     """
-    if os.environ.get("UMR_TEST_TOY_ON_SLURM") != "1":
-        pytest.skip("set UMR_TEST_TOY_ON_SLURM=1 to run the toy DAG through SLURM")
-    snakefile, configfile = REPO / "Snakefile", REPO / "config.yaml"
-    if not snakefile.exists() or not configfile.exists():
-        pytest.skip("pipeline Snakefile/config.yaml not written yet")
-    workdir = tmp_path / "toy"
-    extra = tuple(shlex.split(os.environ.get("UMR_TEST_TOY_ON_SLURM_ARGS", "")))
-    run_snakemake_on_slurm(
-        slurm_cluster, snakefile, workdir, configfile, extra_args=extra, timeout=4 * 3600,
+    workdir = tmp_path / "mini-slurm"
+    proc = run_snakemake_on_slurm(slurm_cluster, REPO / "Snakefile", workdir, MINI_CONFIG, timeout=3600)
+    print(f"toy pipeline (tests/configs/mini.yaml) on SLURM: {proc.elapsed:.0f} s")
+    log = proc.stdout + proc.stderr
+    submitted = re.findall(r"submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/([^/]+)/", log)
+    kinds = {name for _, name in submitted}
+    assert {"rule_rerank", "rule_distill"} <= kinds, sorted(kinds)
+    assert PIPELINE_GROUPS <= {k.split("_")[1] for k in kinds if k.startswith("group_")}, sorted(kinds)
+    assert not any("metrics" in k or "table" in k for k in kinds), sorted(kinds)  # local rules
+    print(f"{len(submitted)} SLURM jobs: {sorted(Counter(k for _, k in submitted).items())}")
+
+    got_path, want_path = (d / "results" / "mini" / "metrics.csv" for d in (workdir, mini_run))
+    if got_path.read_bytes() == want_path.read_bytes():
+        return
+    import pandas as pd
+
+    got, want = pd.read_csv(got_path), pd.read_csv(want_path)
+    assert list(got.columns) == list(want.columns)
+    keys = [c for c in want.columns if not pd.api.types.is_float_dtype(want[c])]
+    got, want = (df.sort_values(keys, kind="stable").reset_index(drop=True) for df in (got, want))
+    pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=0, atol=1e-9)
+
+
+@pytest.mark.slurm
+def test_site_profile_names_a_partition_the_cluster_lacks(slurm_cluster, tmp_path):
+    """A wrong partition stops the run before any submission, naming the variable to set."""
+    snakefile = tmp_path / "Snakefile"
+    snakefile.write_text("rule all:\n    output: 'x'\n    shell: 'touch {output}'\n")
+    env = dict(slurm_cluster.env, UMR_SLURM_PARTITION="no-such-partition")
+    env.pop("UMR_SLURM_SKIP_SITE_CHECK", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--profile", "slurm", "-s", str(snakefile), "--directory", str(tmp_path)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
-    # TODO(pipeline): assert on the final outputs, e.g.
-    # assert (workdir / "results" / "toy" / "metrics.csv").exists()
+    assert proc.returncode != 0
+    assert "partition 'no-such-partition' (UMR_SLURM_PARTITION) does not exist here" in proc.stderr, proc.stderr[-3000:]
+    assert "sinfo lists: local" in proc.stderr and "slurm/config.yaml" in proc.stderr
+    assert not (tmp_path / "x").exists() and not (tmp_path / ".snakemake" / "slurm_logs").exists()
+
+
+def _fake_slurm_clients(bindir: Path, *, partitions: str, enforce: str, default_account: str) -> None:
+    """`sinfo`, `scontrol` and `sacctmgr` stand-ins answering like a site with these settings."""
+    bindir.mkdir()
+    scripts = {
+        "sinfo": f'case "$*" in *%G*) echo "gpu:a100:4";; *) printf \'{partitions}\';; esac',
+        "scontrol": f"echo 'AccountingStorageEnforce = {enforce}'",
+        "sacctmgr": f'case "$*" in *defaultaccount*) echo "{default_account}";; *) printf \'proj-a\\nproj-b\\n\';; esac',
+    }
+    for name, body in scripts.items():
+        (bindir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bindir / name).chmod(0o755)
+
+
+@pytest.mark.parametrize("case, settings, message", [
+    ("no default partition", {}, "this cluster has no default partition (sinfo lists: cpu, gpu) and "
+                                 "UMR_SLURM_PARTITION is not set. Set UMR_SLURM_PARTITION"),
+    ("account required", {"UMR_SLURM_PARTITION": "cpu"},
+     "this cluster requires an account (AccountingStorageEnforce=associations,limits)"),
+    ("wrong GPU partition", {"UMR_SLURM_PARTITION": "cpu", "UMR_SLURM_ACCOUNT": "proj-a",
+                             "UMR_SLURM_GPU_PARTITION": "gpus"},
+     "partition 'gpus' (UMR_SLURM_GPU_PARTITION) does not exist here (sinfo lists: cpu, gpu)"),
+    ("complete", {"UMR_SLURM_PARTITION": "cpu", "UMR_SLURM_ACCOUNT": "proj-a", "UMR_SLURM_GPU_PARTITION": "gpu"},
+     None),
+])
+def test_site_check_says_where_to_set_account_and_partition(tmp_path, case, settings, message):
+    """On a site that needs an account and a partition, a missing one is named before anything runs.
+
+    No cluster needed: fake SLURM clients describe a site without a default partition that
+    enforces associations, where the user has no default account.
+    """
+    _fake_slurm_clients(tmp_path / "bin", partitions="cpu\\ngpu\\n", enforce="associations,limits",
+                        default_account="")
+    snakefile = tmp_path / "Snakefile"
+    snakefile.write_text("rule all:\n    output: 'x'\n    shell: 'touch {output}'\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("UMR_SLURM_", "SBATCH_"))}
+    env.update(settings, PATH=os.pathsep.join([str(tmp_path / "bin"), env.get("PATH", "")]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--profile", "slurm", "-n", "-s", str(snakefile),
+         "--directory", str(tmp_path)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    if message is None:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return
+    assert proc.returncode != 0
+    error = proc.stderr.strip().splitlines()[-1]
+    assert message in error and "SITE SETTINGS block at the top of slurm/config.yaml" in error, error
+    if case == "account required":
+        assert "Set UMR_SLURM_ACCOUNT" in error and "(your accounts: proj-a, proj-b)" in error, error
 
 
 def test_site_profile_parses_without_site_settings(tmp_path):
     """With no UMR_SLURM_*/SBATCH_* set the profile still parses (no empty set-resources)."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("UMR_SLURM_", "SBATCH_"))}
+    env["UMR_SLURM_SKIP_SITE_CHECK"] = "1"  # not about a cluster (test_site_check_* are)
     snakefile = tmp_path / "Snakefile"
     snakefile.write_text("rule encode_corpus:\n    output: 'e.txt'\n    shell: 'touch {output}'\n")
     proc = subprocess.run(

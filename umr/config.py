@@ -58,12 +58,31 @@ def _message(error: jsonschema.ValidationError) -> str:
 
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """Fill defaults into `config` in place and check it; raises ConfigError naming the key."""
-    validator = _Validator(load_schema())
-    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    schema = load_schema()
+    validator = _Validator(schema)
+    # Shallowest first; a oneOf/anyOf verdict ("exactly one of hub or toy") only after the
+    # errors of the keys themselves, so `hub: 5` is reported as a wrong type of `hub`.
+    errors = sorted(validator.iter_errors(config), key=lambda e: (e.validator in ("oneOf", "anyOf"),
+                                                                   len(e.absolute_path),
+                                                                   list(map(str, e.absolute_path))))
     if errors:
         raise ConfigError(_message(errors[0]))
+    _check_toy_model_defaults(config, schema)
     _check_cross_keys(config)
     return config
+
+
+def _check_toy_model_defaults(config: dict, schema: dict) -> None:
+    """`toy_models.<kind>` holds the same knobs as a model's `toy:` section: check them the same way."""
+    knobs = schema["properties"]["models"]["additionalProperties"]["properties"]["toy"]
+    validator = jsonschema.Draft202012Validator(knobs)
+    for kind, settings in config["toy_models"].items():
+        errors = sorted(validator.iter_errors(settings), key=lambda e: list(map(str, e.absolute_path)))
+        if errors:
+            error = errors[0]
+            error.path.appendleft(kind)
+            error.path.appendleft("toy_models")
+            raise ConfigError(_message(error))
 
 
 def _model(config: dict, key: str, name: str, kind: str) -> dict:

@@ -32,10 +32,12 @@ discarded with a warning and training starts over; a truncated or corrupt one
 stops the run with a one-line error naming it (delete it to resume from the
 previous one). The directory is removed once the retriever is saved.
 
-On SIGTERM or SIGUSR1 (SLURM's time limit, or the early `--signal` the distill
-rule asks for) the trainer finishes the current step, saves a checkpoint and
-exits with status 128 + signal number; Snakemake's `retries` then resubmits the
-job, which resumes.
+On SIGTERM or SIGUSR1 (SLURM's time limit, or the early `--signal=TERM@N` the
+distill rule asks for) the trainer finishes the current step, saves a checkpoint
+and exits with status 128 + signal number (after the last step it saves the
+retriever instead and exits 0); Snakemake's `retries` then resubmits the job,
+which resumes. SIGKILL (or a node failure) loses the steps since the last
+periodic checkpoint, nothing more.
 """
 
 from __future__ import annotations
@@ -248,7 +250,7 @@ class Distiller:
         losses = self.losses
         bar = tqdm(total=self.total_steps, initial=self.step, desc="distill", unit="step", mininterval=10)
         # Signals stop training only where the state can be saved; otherwise they keep their default.
-        with (StopSignals() if checkpoints is not None else nullcontext(StopSignals(()))) as stop:
+        with bar, (StopSignals() if checkpoints is not None else nullcontext(StopSignals(()))) as stop:
             for texts, passages, teacher in self.batches():
                 loss = self.step_gradients(texts, passages, teacher)
                 torch.nn.utils.clip_grad_norm_(self.params, s.max_grad_norm)
@@ -264,14 +266,15 @@ class Distiller:
                              step, sum(epoch_losses) / len(epoch_losses))
                 if checkpoints is None:
                     continue
+                if step == self.total_steps:
+                    break  # finished: a signal now is answered by saving the retriever, not a checkpoint
                 saved = None
-                if checkpoint_every and step % checkpoint_every == 0 and step < self.total_steps:
+                if checkpoint_every and step % checkpoint_every == 0:
                     saved = checkpoints.save(self)
                 if stop.received is not None:
                     saved = saved or checkpoints.save(self)
                     raise Interrupted(f"stopped by {signal_name(stop.received)} at step {step}/{self.total_steps}; "
                                       f"checkpoint {saved} saved: rerun the same command to resume", stop.received)
-        bar.close()
         return losses
 
     # -- checkpoint state -------------------------------------------------------------------
@@ -423,6 +426,10 @@ def distill(student: str, questions_file: str | Path, runs: Sequence[str | Path]
     """
     seed_everything(settings.seed)
     questions = read_questions(questions_file, languages)
+    missing = [lang for lang in dict.fromkeys(languages or ()) if not any(q.lang == lang for q in questions)]
+    if missing:
+        raise UMRError(f"{questions_file}: no training questions in language(s) {', '.join(missing)} "
+                       f"(configured languages: {', '.join(languages)})")
     examples = load_examples(questions, runs, top_k, settings.passages_per_question)
     needed = sorted({d for ex in examples for d in ex.passages})
     passages = dict(zip(needed, corpus.get_many(needed)))

@@ -148,8 +148,8 @@ def _fetch_once(url: str, part: Path, meta: Path, timeout: float) -> None:
         response = _request(url, headers, timeout)
     except urllib.error.HTTPError as err:
         if err.code == 416 and have:  # nothing left to fetch: `part` may already be complete
-            total = _content_range(err.headers.get("Content-Range"))
-            if total and total[1] == have:
+            total = (err.headers.get("Content-Range") or "").rpartition("/")[2]  # `bytes */TOTAL`
+            if total.isdigit() and int(total) == have:
                 return
             part.unlink(missing_ok=True)  # inconsistent: start over on the next attempt
         raise

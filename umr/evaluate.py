@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import statistics
 from dataclasses import dataclass
@@ -101,10 +102,15 @@ def span_answers(answers: Iterable[str]) -> list[str]:
     return [a for a in answers if a not in YES_NO]
 
 
-def tokens(text: str) -> list[str]:
-    """NLTK `word_tokenize(text)` (sentence splitting on), with a clear error if Punkt is missing."""
+@functools.lru_cache(maxsize=1 << 17)
+def tokens(text: str) -> tuple[str, ...]:
+    """NLTK `word_tokenize(text)` (sentence splitting on), with a clear error if Punkt is missing.
+
+    Memoised: the same passages come back for many questions and runs, and
+    tokenizing them dominates the evaluation's time.
+    """
     try:
-        return word_tokenize(text)
+        return tuple(word_tokenize(text))
     except LookupError:
         raise UMRError(
             f"NLTK's punkt_tab English model is missing (expected under {NLTK_DATA}); "

@@ -16,7 +16,7 @@ task, split, node, or a setting such as temperature); numbers compare as
 numbers and booleans case-insensitively. Each (condition, metric) must match
 exactly one metrics row.
 
-    python -m umr.expected --metrics results/toy/metrics.csv --expected umr/resources/expected/toy.yaml
+    python -m umr.expected --metrics results/toy/metrics.csv --expected toy     # resources/expected/toy.yaml
     python -m umr.expected --metrics results/xor/metrics.csv --expected paper   # the paper's numbers
     python -m umr.expected --metrics results/toy/metrics.csv --write umr/resources/expected/toy.yaml
 
@@ -41,6 +41,7 @@ import yaml
 from umr.errors import UMRError
 from umr.io import atomic_file, run_cli
 
+EXPECTED_DIR = Path(__file__).resolve().parent / "resources" / "expected"  # named files: `--expected toy`
 PAPER_TOLERANCE = 2.0  # points: the paper's numbers, with another implementation and hardware
 PAPER_ABLATION_TOLERANCE = 4.0  # Tables 5/6: the paper's own default rows there are 1-4 points off Table 3
 GROUP_COLUMNS = ("system", "variant", "iteration", "task", "split", "subset")
@@ -256,13 +257,23 @@ def paper_expected(initial: str = "mContriever", split: str = "dev") -> Expected
     return Expected(conds, PAPER_TOLERANCE, "The paper's dev-set numbers (Tables 3-7), resources/paper_scores.yaml")
 
 
+def expected_path(name_or_path: str) -> Path:
+    """A YAML path, or the name of a file under resources/expected/ (`toy`)."""
+    path = Path(name_or_path)
+    named = EXPECTED_DIR / f"{name_or_path}.yaml"
+    if not path.exists() and path.suffix == "" and named.exists():
+        return named
+    return path
+
+
 # -- command line -----------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m umr.expected", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--metrics", required=True, help="results/<dataset>/metrics.csv")
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--expected", help="a YAML of expected scores, or 'paper' for the paper's numbers")
+    what.add_argument("--expected", help="a YAML of expected scores, a name of resources/expected/<name>.yaml "
+                      "(toy), or 'paper' for the paper's numbers")
     what.add_argument("--write", help="record the metrics' scores as a new expected-scores YAML here")
     p.add_argument("--tolerance", type=float, help="absolute tolerance in points (default: the file's; "
                    f"0.5 for --write, {PAPER_TOLERANCE:g} for the paper)")
@@ -283,9 +294,10 @@ def _main(args: argparse.Namespace) -> None:
             Path(tmp).write_text(dump_expected(expected), encoding="utf-8")
         print(f"wrote {len(expected.conditions)} conditions to {args.write}")
         return
-    expected = paper_expected(args.initial) if args.expected == "paper" else load_expected(args.expected)
+    expected = paper_expected(args.initial) if args.expected == "paper" else load_expected(expected_path(args.expected))
     if not expected.conditions:
-        raise UMRError(f"{args.expected}: no conditions (record some with --write)")
+        raise UMRError(f"{expected_path(args.expected) if args.expected != 'paper' else 'paper'}: no conditions "
+                       f"(record some from a finished run with --write)")
     status = report(check(expected, rows, args.tolerance, args.allow_missing))
     if status:
         raise SystemExit(status)

@@ -10,6 +10,7 @@ memory and speed at paper scale.
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import faiss
@@ -19,14 +20,26 @@ from umr.errors import UMRError
 from umr.io import atomic_file, log, run_cli
 
 
+def _faiss_reason(err: Exception) -> str:
+    """faiss's message without its C++ location prefix ("Error in <function> at <file>:<line>: ")."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return re.sub(r"^Error in .*? at [^ ]+:\d+: (Error: )?", "", text)
+
+
 def build_index(vectors: np.ndarray, factory: str = "Flat", train_sample: int = 262_144, seed: int = 0) -> faiss.Index:
     """An inner-product faiss index over `vectors` (trained on a sample when the type needs it)."""
+    if vectors.ndim != 2 or len(vectors) == 0:
+        raise UMRError(f"embeddings of shape {vectors.shape}: expected a non-empty [passages, dimension] array")
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
-    if not index.is_trained:
-        rng = np.random.default_rng(seed)
-        sample = vectors if len(vectors) <= train_sample else vectors[rng.choice(len(vectors), train_sample, replace=False)]
-        index.train(sample)
+    try:
+        index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+        if not index.is_trained:
+            rng = np.random.default_rng(seed)
+            sample = vectors if len(vectors) <= train_sample else vectors[rng.choice(len(vectors), train_sample, replace=False)]
+            index.train(sample)
+    except RuntimeError as err:
+        raise UMRError(f"faiss index {factory!r} (config key retrieval.index) cannot be built over {len(vectors)} "
+                       f"vectors of dimension {vectors.shape[1]}: {_faiss_reason(err)}") from None
     index.add(vectors)
     return index
 
@@ -39,8 +52,7 @@ def read_index(path: str | Path) -> faiss.Index:
     try:
         return faiss.read_index(str(path))
     except RuntimeError as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else "unreadable"
-        raise UMRError(f"{path}: corrupt or unreadable faiss index ({reason}); delete it and rerun") from None
+        raise UMRError(f"{path}: corrupt or unreadable faiss index ({_faiss_reason(err)}); delete it and rerun") from None
 
 
 def write_index(index: faiss.Index, path: str | Path) -> None:

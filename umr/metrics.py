@@ -16,16 +16,46 @@ from typing import Iterable, Sequence
 
 from umr.errors import UMRError
 from umr.io import atomic_file, log, run_cli
-from umr.lineage import BM25_NODE, DistillSpec, Node, RerankSpec
+from umr.lineage import BM25_NODE, ContrastiveSpec, DistillSpec, GenQSpec, Node, RerankSpec
 
+# mGenQ rows: `template` is the generation prompt, the DistillSpec columns hold the contrastive
+# training's settings (temperature = τ, one passage per question, in-batch negatives), and
+# `generator` the question-generating LM.
 SETTING_COLUMNS = ("retriever", "reranker", "template", "aggregation", "rerank_top_k") + tuple(
-    f.name for f in fields(DistillSpec))
+    f.name for f in fields(DistillSpec)) + ("generator",)
+MGENQ_SYSTEM = "mGenQ"
 COLUMNS = ("system", "variant", "iteration", "reranked", "task", "split", "lang", "subset", "metric", "value", "count",
            *SETTING_COLUMNS, "node")
 
 
+def _describe_mgenq(node: Node, final_rerank: RerankSpec | None,
+                    default_genq: tuple[GenQSpec, ContrastiveSpec] | None) -> dict:
+    """An mGenQ retriever (`<node>/genq-<tag>/ct-<tag>`): system mGenQ, settings from its tags."""
+    generation, training = node.genq
+    row = dict.fromkeys(SETTING_COLUMNS, "")
+    row |= {"retriever": node.parent.path, "template": generation.template, "generator": generation.generator,
+            "temperature": training.temperature, "batch_size": training.batch_size, "passages_per_question": 1,
+            "in_batch_negatives": True, "epochs": training.epochs, "learning_rate": training.learning_rate,
+            "warmup_steps": training.warmup_steps, "max_grad_norm": training.max_grad_norm, "seed": training.seed,
+            "negate_teacher": False}
+    if final_rerank:
+        row |= {"reranker": final_rerank.reranker, "aggregation": final_rerank.aggregation,
+                "rerank_top_k": final_rerank.top_k}
+    changes: list[str] = []
+    if default_genq is not None:
+        renamed = {"temperature": "sampling_temperature", "seed": "generation_seed"}  # τ and training seed keep theirs
+        changes += [f"{renamed.get(k, k)}={v}" for k, v in asdict(generation).items() if getattr(default_genq[0], k) != v]
+        changes += [f"{k}={v}" for k, v in asdict(training).items() if getattr(default_genq[1], k) != v]
+    if node.steps:
+        changes.append(f"from={node.parent.path}")
+    system = MGENQ_SYSTEM + (" + rerank" if final_rerank else "")
+    return {"system": system, "variant": "; ".join(changes) or "default", "iteration": 0,
+            "reranked": bool(final_rerank), **row}
+
+
 def describe(task_relative: str, display: dict[str, str], default_rerank: RerankSpec | None,
-             default_distill: DistillSpec | None) -> dict:
+             default_distill: DistillSpec | None,
+             default_genq: tuple[GenQSpec, ContrastiveSpec] | None = None) -> dict:
     """System, variant, iteration and settings of an evaluated node path (`<node>[/rr-<tag>]`)."""
     if task_relative.strip("/") == BM25_NODE:
         return {"system": "BM25", "variant": "default", "iteration": 0, "reranked": False,
@@ -33,6 +63,8 @@ def describe(task_relative: str, display: dict[str, str], default_rerank: Rerank
     parts = task_relative.strip("/").split("/")
     final_rerank = RerankSpec.parse(parts[-1]) if parts[-1].startswith(RerankSpec.PREFIX) else None
     node = Node.parse("/".join(parts[:-1] if final_rerank else parts))
+    if node.genq is not None:
+        return _describe_mgenq(node, final_rerank, default_genq)
     root_name = display.get(node.root, node.root)
     if node.iteration == 0:
         system = root_name
@@ -62,7 +94,8 @@ def describe(task_relative: str, display: dict[str, str], default_rerank: Rerank
 
 
 def collect(eval_files: Sequence[str | Path], results_dir: str | Path, display: dict[str, str],
-            default_rerank: RerankSpec | None = None, default_distill: DistillSpec | None = None) -> list[dict]:
+            default_rerank: RerankSpec | None = None, default_distill: DistillSpec | None = None,
+            default_genq: tuple[GenQSpec, ContrastiveSpec] | None = None) -> list[dict]:
     results_dir = Path(results_dir)
     rows = []
     for path in map(Path, eval_files):
@@ -74,7 +107,7 @@ def collect(eval_files: Sequence[str | Path], results_dir: str | Path, display: 
         task, node_parts = relative.parts[0], relative.parts[1:-2]
         if relative.parts[-2] != "eval" or not node_parts:
             raise UMRError(f"{path}: not an evaluation output (<task>/<node>/eval/<split>.csv)")
-        info = describe("/".join(node_parts), display, default_rerank, default_distill)
+        info = describe("/".join(node_parts), display, default_rerank, default_distill, default_genq)
         with open(path, encoding="utf-8", newline="") as handle:
             for rec in csv.DictReader(handle):
                 if rec["task"] != task:
@@ -92,6 +125,15 @@ def write_metrics(path: str | Path, rows: Iterable[dict]) -> None:
             writer.writerows(rows)
 
 
+def parse_genq_tags(tags: str) -> tuple[GenQSpec, ContrastiveSpec]:
+    """`genq-<tag>/ct-<tag>` -> (generation, training) settings."""
+    generation, _, training = tags.strip("/").partition("/")
+    try:
+        return GenQSpec.parse(generation), ContrastiveSpec.parse(training)
+    except ValueError as err:
+        raise UMRError(f"--default-genq {tags!r}: {err}") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m umr.metrics", description="Collect evaluation files into metrics.csv.")
     p.add_argument("--results-dir", required=True, help="results/<dataset>")
@@ -99,6 +141,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--display", nargs="*", default=[], help="model display names, NAME=Display")
     p.add_argument("--default-rerank", help="tag of the default reranking (variants are named by their differences)")
     p.add_argument("--default-distill", help="tag of the default distillation")
+    p.add_argument("--default-genq", help="tags of the default mGenQ generation and training (genq-<tag>/ct-<tag>)")
     p.add_argument("--out", required=True)
     return p
 
@@ -107,7 +150,8 @@ def _main(args: argparse.Namespace) -> None:
     display = dict(item.split("=", 1) for item in args.display)
     rows = collect(args.evals, args.results_dir, display,
                    RerankSpec.parse(args.default_rerank) if args.default_rerank else None,
-                   DistillSpec.parse(args.default_distill) if args.default_distill else None)
+                   DistillSpec.parse(args.default_distill) if args.default_distill else None,
+                   parse_genq_tags(args.default_genq) if args.default_genq else None)
     write_metrics(args.out, rows)
     log.info("wrote %s (%d rows from %d evaluations)", args.out, len(rows), len(args.evals))
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from umr.lineage import BM25_NODE, DistillSpec, Node, RerankSpec
+from umr.baselines.prompts import template_key
+from umr.errors import ConfigError, UMRError
+from umr.lineage import BM25_NODE, ContrastiveSpec, DistillSpec, GenQSpec, Node, RerankSpec
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,39 @@ def default_distill(config: dict, **changes) -> DistillSpec:
     spec = DistillSpec(d["temperature"], d["batch_size"], d["passages_per_question"], d["in_batch_negatives"],
                        d["epochs"], d["learning_rate"], d["warmup_steps"], d["max_grad_norm"], d["seed"])
     return DistillSpec(**{**spec.__dict__, **changes}) if changes else spec
+
+
+def mgenq_generator(config: dict) -> str:
+    """The mGenQ question generator: baselines.mgenq.generator, else the reranker LM (the toy's stand-in)."""
+    name = config["baselines"]["mgenq"]["generator"] or config["umr"]["rerank"]["reranker"]
+    models = config["models"]
+    if name not in models:
+        raise ConfigError(f"config key 'baselines.mgenq.generator': model {name!r} is not defined under 'models' "
+                          f"({', '.join(models)})")
+    if models[name]["kind"] not in ("generator", "reranker"):
+        raise ConfigError(f"config key 'baselines.mgenq.generator': model {name!r} is a {models[name]['kind']}, "
+                          "not a seq2seq LM (kind generator or reranker)")
+    return name
+
+
+def default_genq(config: dict) -> tuple[GenQSpec, ContrastiveSpec]:
+    """mGenQ's generation and training settings (baselines.mgenq)."""
+    m = config["baselines"]["mgenq"]
+    try:
+        template = template_key(m["template"])
+    except UMRError as err:
+        raise ConfigError(f"config key 'baselines.mgenq.template': {err}") from None
+    s, t = m["sampling"], m["train"]
+    generation = GenQSpec(mgenq_generator(config), template, s["top_p"], s["temperature"], s["max_new_tokens"],
+                          m["seed"])
+    training = ContrastiveSpec(t["temperature"], t["batch_size"], t["epochs"], t["learning_rate"], t["warmup_steps"],
+                               t["max_grad_norm"], t["seed"])
+    return generation, training
+
+
+def mgenq_node(config: dict) -> Node:
+    """The mGenQ retriever: trained on generated questions from the same initial retriever as UMR."""
+    return Node(config["umr"]["retriever"]).with_genq(*default_genq(config))
 
 
 def umr_chain(config: dict) -> list[Node]:
@@ -54,6 +89,8 @@ def evaluations(config: dict) -> list[Evaluation]:
             nodes.append(chain[0].child(rerank, default_distill(config, negate_teacher=True)).path)
         if config["baselines"]["bm25"]["enabled"]:
             nodes.append(BM25_NODE)
+        if config["baselines"]["mgenq"]["enabled"]:
+            nodes.append(mgenq_node(config).path)
         for split in config["eval_splits"]:
             out.extend(Evaluation(task, node, split) for node in dict.fromkeys(nodes))
     from umr.ablations import evaluations as ablation_evaluations  # imports this module

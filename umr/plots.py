@@ -1,5 +1,7 @@
 """Ablation plots: R@2kt / R@5kt against one knob, one line per language plus the average.
 
+(With `ablations.task` xor_full: top-1/5/20 answer presence of all questions.)
+
 Each plot (`PLOTS`) follows one knob of the ablation grid (`umr.ablations`):
 its slice through the defaults, the initial retriever as a dashed reference
 line, percent on the y axis. Built from metrics rows like the tables: the rule
@@ -30,7 +32,7 @@ PLOTS = {  # plot id -> (knob, x-axis label, x scale)
     "passages": ("passages_per_question", "Passages per question in distillation", "linear"),
     "reranker": ("reranker", "Reranker LM", "category"),
 }
-METRICS = ("R@2kt", "R@5kt")
+METRICS = {"xor_retrieve": ("R@2kt", "R@5kt"), "xor_full": ("Top-1", "Top-5", "Top-20")}  # by ablations.task
 _TASK_NAMES = {"xor_retrieve": "XOR-Retrieve", "xor_full": "XOR-Full"}
 
 
@@ -48,7 +50,7 @@ class PlotSpec:
     reference: str  # the initial retriever's node
     reference_label: str
     default: str  # x of the default setting
-    metrics: tuple[str, ...] = METRICS
+    metrics: tuple[str, ...] = METRICS["xor_retrieve"]
     notes: tuple[str, ...] = ()
     evaluations: tuple[Evaluation, ...] = field(default=(), compare=False)
 
@@ -94,7 +96,7 @@ def plot_spec(config: dict, plot_id: str) -> PlotSpec:
     evals = tuple(dict.fromkeys([reference] + [Evaluation(plan.task, node, split) for _, node in points]))
     return PlotSpec(plot_id, knob, title, xlabel, xscale, plan.task, split, tuple(config["languages"]),
                     tuple(points), reference.node, f"{initial} (initial retriever), average", default,
-                    notes=notes, evaluations=evals)
+                    metrics=METRICS[plan.task], notes=notes, evaluations=evals)
 
 
 def default_plots(config: dict) -> list[str]:
@@ -140,7 +142,8 @@ def draw(spec: PlotSpec, metric_rows, png: str | Path, pdf: str | Path) -> None:
     else:
         xs = [float(x) for x in xs_text]
     order = sorted(range(len(xs)), key=xs.__getitem__)
-    fig, axes = plt.subplots(1, len(spec.metrics), figsize=(5.2 * len(spec.metrics) + 2.2, 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(spec.metrics), figsize=(5.2 * len(spec.metrics) + 2.6, 4.4), squeeze=False,
+                             layout="constrained")
     cmap = plt.get_cmap("tab10")
     for ax, metric in zip(axes[0], spec.metrics):
         for i, lang in enumerate(spec.languages):
@@ -168,10 +171,9 @@ def draw(spec: PlotSpec, metric_rows, png: str | Path, pdf: str | Path) -> None:
         ax.set_title(metric)
         ax.grid(True, alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
+    fig.legend(handles, labels, loc="outside right center", fontsize=8, frameon=False)
     subtitle = "shaded: default setting" + ("; " + "; ".join(spec.notes) if spec.notes else "")
     fig.suptitle(f"{spec.title}\n{subtitle}", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1 - 2.0 / fig.get_figwidth(), 1))
     for path in (png, pdf):
         with atomic_file(path) as tmp:
             fig.savefig(tmp, format=Path(path).suffix.lstrip("."), dpi=150)
@@ -187,7 +189,7 @@ def _parser() -> argparse.ArgumentParser:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--metrics", help="a metrics.csv")
     source.add_argument("--evals", nargs="*", help="evaluation CSVs (<results-dir>/<task>/<node>/eval/<split>.csv)")
-    p.add_argument("--results-dir", help="results/<dataset> (with --evals)")
+    p.add_argument("--results-dir", help="results/<dataset> (with --evals; default: read off their paths)")
     p.add_argument("--display", nargs="*", default=[], help="model display names, NAME=Display (with --evals)")
     p.add_argument("--out-png")
     p.add_argument("--out-pdf")
@@ -209,8 +211,6 @@ def _main(args: argparse.Namespace) -> None:
     if args.metrics:
         rows = read_metrics(args.metrics)
     else:
-        if not args.results_dir:
-            raise UMRError("--evals needs --results-dir")
         rows = collect_rows(args.evals, args.results_dir, args.display, None, None)
     outs = [args.out_png, args.out_pdf]
     if args.out_dir:

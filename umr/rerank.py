@@ -11,10 +11,15 @@ Templates (`TEMPLATES`): `official` is the official code's, `paper` uses the
 paper's instruction wording in the same frame. `aggregation` is `mean` (UMR) or
 `sum` (UPR) over all label tokens, the `Question:` prefix and `</s>` included.
 
-Pairs are scored in length-sorted batches across questions with dynamic padding;
-scores equal a one-pair-at-a-time loop (tests). A score is a pure function of
-(question, passage, reranker settings), so scores already computed by an earlier
-iteration or variant with the same settings are reused (`--cache`).
+Pairs are scored in length-sorted batches across questions under a token budget;
+scores equal a one-pair-at-a-time loop (tests). Within a batch, pairs with the same
+encoder input (same passage, same question language: every pair of a rerank job
+whose passage another question also retrieved) share one encoder pass; encoder
+inputs are batched by exact length (no padding, no attention mask), and the LM
+head's log-softmax is taken only at real label positions, a few rows at a time.
+A score is a pure function of (question, passage, reranker settings), so scores
+already computed by an earlier iteration or variant with the same settings are
+reused (`--cache`).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers.activations import GELUTanh, NewGELUActivation
 
 from umr.corpus import Corpus
 from umr.encode import device_for, model_identity, shard_rows
@@ -55,6 +61,16 @@ TEMPLATES: dict[str, Template] = {
                       "Question: {question}"),
 }
 AGGREGATIONS = ("mean", "sum")
+# Label positions whose vocabulary logits are materialised at once: a [rows, vocab]
+# block stays in cache, where a whole batch's [pairs, length, vocab] would not.
+LOGIT_ROWS = 256
+
+
+def fuse_activations(model: torch.nn.Module) -> None:
+    """Swap mT5's `gelu_new` (five element-wise kernels) for torch's one-kernel tanh GELU: the same function."""
+    for module in model.modules():
+        if isinstance(getattr(module, "act", None), NewGELUActivation):
+            module.act = GELUTanh()
 
 
 class Reranker:
@@ -83,6 +99,7 @@ class Reranker:
             first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise UMRError(f"{model}: cannot load reranker ({first_line})") from None
         self.model.to(self.device).eval()
+        fuse_activations(self.model)
         self.max_input_length = max_input_length
         self.max_label_length = max_label_length
         self.batch_tokens = batch_tokens
@@ -107,34 +124,59 @@ class Reranker:
 
     @torch.inference_mode()
     def score_batch(self, sources: Sequence[Sequence[int]], labels: Sequence[Sequence[int]]) -> np.ndarray:
-        """Scores of equally many (encoder ids, label ids) pairs, padded to the batch maximum."""
-        pad = self.tokenizer.pad_token_id
-        width = max(len(s) for s in sources)
-        lwidth = max(len(l) for l in labels)
-        input_ids = torch.full((len(sources), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(input_ids)
-        label_ids = torch.full((len(labels), lwidth), pad, dtype=torch.long)
-        label_mask = torch.zeros((len(labels), lwidth), dtype=torch.bool)
-        for i, (s, l) in enumerate(zip(sources, labels)):
-            input_ids[i, : len(s)] = torch.as_tensor(s)
-            mask[i, : len(s)] = 1
-            label_ids[i, : len(l)] = torch.as_tensor(l)
-            label_mask[i, : len(l)] = True
-        input_ids, mask, label_ids, label_mask = (t.to(self.device) for t in (input_ids, mask, label_ids, label_mask))
-        # Padded label positions sit after the real ones, so the causal decoder never sees them.
-        logits = self.model(input_ids=input_ids, attention_mask=mask,
-                            decoder_input_ids=self.model._shift_right(label_ids)).logits
-        log_probs = torch.log_softmax(logits.float(), dim=-1).gather(2, label_ids.unsqueeze(2)).squeeze(2)
-        total = (log_probs * label_mask).sum(dim=1)
-        scores = total / label_mask.sum(dim=1) if self.aggregation == "mean" else total
-        return scores.cpu().numpy().astype(np.float64)
+        """Scores of equally many (encoder ids, label ids) pairs.
+
+        Identical encoder inputs are encoded once; encoder inputs of one length form
+        one encoder call (no padding, so no attention mask), and their pairs one
+        decoder call with labels right-padded: the causal decoder never looks at
+        the padded positions after the real ones, which are left out of the score.
+        """
+        model, pad = self.model, self.tokenizer.pad_token_id
+        unique: dict[tuple[int, ...], int] = {}
+        source_of = [unique.setdefault(tuple(s), len(unique)) for s in sources]
+        by_length: dict[int, list[int]] = {}
+        for u, ids in enumerate(unique):
+            by_length.setdefault(len(ids), []).append(u)
+        users: list[list[int]] = [[] for _ in unique]
+        for row, u in enumerate(source_of):
+            users[u].append(row)
+        keys = list(unique)
+        scores = np.empty(len(sources))
+        for group in by_length.values():
+            ids = torch.tensor([keys[u] for u in group], dtype=torch.long, device=self.device)
+            hidden = model.get_encoder()(input_ids=ids).last_hidden_state
+            rows = [(k, row) for k, u in enumerate(group) for row in users[u]]
+            width = max(len(labels[row]) for _, row in rows)
+            label_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+            label_mask = torch.zeros((len(rows), width), dtype=torch.bool)
+            for i, (_, row) in enumerate(rows):
+                label_ids[i, : len(labels[row])] = torch.as_tensor(labels[row])
+                label_mask[i, : len(labels[row])] = True
+            label_ids, label_mask = label_ids.to(self.device), label_mask.to(self.device)
+            states = model.get_decoder()(input_ids=model._shift_right(label_ids),
+                                         encoder_hidden_states=hidden[[k for k, _ in rows]]).last_hidden_state
+            states, targets = states[label_mask], label_ids[label_mask]
+            log_probs = torch.empty(len(targets), dtype=torch.float32, device=self.device)
+            for a in range(0, len(targets), LOGIT_ROWS):
+                logits = model.lm_head(states[a : a + LOGIT_ROWS]).float()
+                log_probs[a : a + LOGIT_ROWS] = torch.log_softmax(logits, dim=1).gather(
+                    1, targets[a : a + LOGIT_ROWS, None]).squeeze(1)
+            per_token = torch.zeros(label_mask.shape, dtype=torch.float32, device=self.device)
+            per_token[label_mask] = log_probs
+            total = per_token.sum(dim=1)
+            group_scores = total / label_mask.sum(dim=1) if self.aggregation == "mean" else total
+            scores[[row for _, row in rows]] = group_scores.cpu().numpy().astype(np.float64)
+        return scores
 
     def score(self, pairs: Sequence[tuple[Question, Passage]], progress: bool = True) -> np.ndarray:
         """Scores of (question, passage) pairs, batched by length; NaN/inf is an error."""
         if not pairs:
             return np.zeros(0)
         sources, labels = self.tokenize(pairs)
-        order = np.argsort([len(s) + len(l) for s, l in zip(sources, labels)], kind="stable")
+        # By encoder length, then encoder input (equal inputs adjacent, so a batch shares them), then label length.
+        source_id: dict[tuple[int, ...], int] = {}
+        keys = [source_id.setdefault(tuple(s), len(source_id)) for s in sources]
+        order = sorted(range(len(pairs)), key=lambda r: (len(sources[r]), keys[r], len(labels[r]), r))
         scores = np.empty(len(pairs))
         bar = tqdm(total=len(pairs), desc="rerank", unit="pair", disable=not progress, mininterval=5)
         start = 0

@@ -15,6 +15,12 @@ For benchmark xor-tydi each table shows the paper's numbers
 (`resources/paper_scores.yaml`) beside ours; on the toy benchmark they are left
 out, since toy numbers are not comparable with them.
 
+Rows that are not UMR lineage nodes: the baselines (mGenQ, BM25) are matched by
+the system name `umr.metrics.describe` gives their planned evaluations, so a
+baseline appears as soon as the plan evaluates it; supervised systems (mDPR,
+MT+DPR, CORA) are scored from run files the user supplies (config `supervised`,
+`umr.supplied`), else shown as the paper's reported numbers, marked "(reported)".
+
 By hand: `python -m umr.tables --config config.yaml --metrics results/toy/metrics.csv
 --table table3 --out-dir results/toy/tables`.
 """
@@ -38,13 +44,16 @@ from umr.errors import UMRError
 from umr.io import atomic_file, log, run_cli
 from umr.lineage import DistillSpec, RerankSpec
 from umr.plan import Evaluation, default_distill, default_rerank, evaluations, umr_chain
+from umr.supplied import is_supplied, supplied_node
 
 PAPER_SCORES = Path(__file__).resolve().parent / "resources" / "paper_scores.yaml"
 TABLES = ("table1", "table2", "table3", "table4", "table5", "table6", "table7", "ablations")
 RECALLS = ("R@2kt", "R@5kt")
 TOPK = ("Top-1", "Top-5", "Top-20")
 SUBSETS = {"english": "English answers", "target": "Target-language answers", "all": "All"}
-BASELINES = ("BM25", "mGenQ")  # optional rows, matched by the system name their evaluations get
+BASELINES = ("mGenQ", "BM25")  # optional rows, matched by the system name their evaluations get (in this order)
+# Supervised systems of the paper: rows from a supplied run (config `supervised`) or reported numbers.
+SUPERVISED_NAMES = {"mdpr": "mDPR", "mt-dpr": "MT+DPR", "cora": "CORA"}
 TOY_NOTE = ("Toy benchmark with tiny models: the numbers show the pipeline works end to end; they are not "
             "comparable with the paper's (XOR-TyDi QA), which are shown only for benchmark xor-tydi.")
 
@@ -76,6 +85,7 @@ class TableSpec:
     row_header: str = "Model"
     rows: tuple[Row, ...] = ()
     paper: bool = False  # show the paper's numbers beside ours
+    paper_suffix: str = "paper"  # label of the paper's numbers: "<row> (paper)" / "<column> (paper)"
     notes: tuple[str, ...] = ()
     absent: str = ""  # why the table is not built
     precision: int = 2
@@ -113,12 +123,36 @@ def _baseline_rows(config: dict, task: str, split: str) -> tuple[list[Row], list
             continue
         try:
             system = describe(e.node, display, None, None)["system"]
-        except ValueError:
+        except (ValueError, UMRError):  # a node metrics.describe does not know (e.g. a supplied run)
             continue
         if system in BASELINES and system not in [r.system for r in rows]:
             rows.append(Row(system, system=system, paper=system.lower()))
             evals.append(e)
-    return rows, evals
+    order = {name: i for i, name in enumerate(BASELINES)}
+    return sorted(rows, key=lambda r: order[r.system]), evals
+
+
+def supplied_systems(config: dict, task: str, split: str) -> dict[str, str]:
+    """name -> display of the supervised runs supplied for task/split (config `supervised`), in config order."""
+    return {name: entry.get("display") or SUPERVISED_NAMES.get(name, name)
+            for name, entry in config.get("supervised", {}).items() if entry.get(task, {}).get(split)}
+
+
+def _supervised_rows(config: dict, task: str, split: str, keys: Sequence[str], paper: bool,
+                     table_keys: Sequence[str]) -> list[Row]:
+    """The paper's supervised rows `keys` (each from a supplied run, else reported) and any other supplied run.
+
+    `table_keys`: the paper rows of this table, so a supplied run is matched with the paper's number."""
+    supplied = supplied_systems(config, task, split)
+    rows = []
+    for key in keys:
+        if key in supplied:
+            rows.append(Row(supplied[key], node=supplied_node(key), paper=key if key in table_keys else None))
+        elif paper:
+            rows.append(Row(f"{SUPERVISED_NAMES[key]} (reported)", paper=key, reported=True))
+    rows += [Row(display, node=supplied_node(name), paper=name if name in table_keys else None)
+             for name, display in supplied.items() if name not in keys]
+    return rows
 
 
 def _skipped_notes(plan: ablations_mod.Ablations, knobs: Iterable[str]) -> list[str]:
@@ -139,28 +173,26 @@ def _main_chain_spec(config: dict, table_id: str) -> TableSpec:
     notes = [] if paper else [TOY_NOTE]
     if table_id == "table1":
         task = "xor_retrieve"
-        rows = []
+        rows = _supervised_rows(config, task, split, ("mdpr", "mt-dpr"), paper, ("mdpr", "mt-dpr", "umr"))
         if paper:
-            rows += [Row("mDPR (reported)", paper="mdpr", reported=True),
-                     Row("MT+DPR (reported)", paper="mt-dpr", reported=True),
-                     Row("UMR (paper, test)", paper="umr", reported=True)]
-            notes.append("The paper's rows are XOR-Retrieve *test* numbers; ours are on "
-                         f"{split} (test answers are not public). Supervised systems are the paper's reported numbers.")
-        else:
-            notes.append("Supervised rows (mDPR, MT+DPR) are shown, as the paper's reported numbers, "
-                         "for benchmark xor-tydi only.")
+            rows.append(Row("UMR (paper, test)", paper="umr", reported=True))
+            notes.append("The paper's numbers are XOR-Retrieve *test* numbers; ours are on "
+                         f"{split} (test answers are not public). Supervised systems without a run under config key "
+                         "`supervised` are the paper's reported numbers, marked (reported).")
+        elif not any(r.node for r in rows):
+            notes.append("Supervised rows (mDPR, MT+DPR) come from runs given under config key `supervised`, "
+                         "or as the paper's reported numbers for benchmark xor-tydi.")
         rows.append(Row(f"{_iter_label(n)}, {split}", node=chain[-1].path))
         return TableSpec("table1", f"XOR-Retrieve {split} R@2kt and R@5kt per language (%)", "recall_langs",
                          task, split, tuple(config["languages"]), rows=tuple(rows), paper=paper,
-                         notes=tuple(notes), precision=1)
+                         paper_suffix="paper, test", notes=tuple(notes), precision=1)
     if table_id == "table3":
         task = "xor_retrieve"
-        rows = [Row("mDPR (reported)", paper="mdpr", reported=True)] if paper else []
+        rows = _supervised_rows(config, task, split, ("mdpr",), paper, ("mdpr",))
         baselines, _ = _baseline_rows(config, task, split)
-        baseline_rows = [r for r in baselines if r.system == "mGenQ"]
-        if paper and not baseline_rows:
-            baseline_rows = [Row("mGenQ (not run)", paper="mgenq", reported=True)]
-        rows += baseline_rows + [r for r in baselines if r.system != "mGenQ"]
+        if paper and not any(r.system == "mGenQ" for r in baselines):  # baselines.mgenq.enabled false
+            rows.append(Row("mGenQ (not run)", paper="mgenq", reported=True))
+        rows += baselines
         rows += [Row(initial, node=chain[0].path, paper="initial"),
                  Row("+ rerank", node=chain[0].reranked(rerank), paper="initial+rerank")]
         rows += [Row(_iter_label(i), node=chain[i].path, paper=f"iter{i}" if i <= 2 else None) for i in range(1, n + 1)]
@@ -169,7 +201,7 @@ def _main_chain_spec(config: dict, table_id: str) -> TableSpec:
                          rows=tuple(rows), paper=paper, notes=tuple(notes))
     if table_id == "table7":
         task = "xor_full"
-        rows = [Row("CORA (reported)", paper="cora", reported=True)] if paper else []
+        rows = _supervised_rows(config, task, split, ("cora",), paper, ("cora",))
         rows += _baseline_rows(config, task, split)[0]
         rows += [Row(initial, node=chain[0].path, paper="initial"),
                  Row(f"{initial}+rerank", node=chain[0].reranked(rerank), paper="initial+rerank")]
@@ -204,6 +236,7 @@ def _ablation_spec(config: dict, table_id: str) -> TableSpec:
     split = plan.splits[0]
     notes = [] if config["benchmark"] == "xor-tydi" else [TOY_NOTE]
     title_args = {"task": _TASK_NAMES[plan.task], "split": split}
+    kind = "recall" if plan.task == "xor_retrieve" else "topk"  # ablations.task xor_full: Table 7's columns
     if table_id == "ablations":
         rows = []
         for v in plan.variants:
@@ -214,7 +247,7 @@ def _ablation_spec(config: dict, table_id: str) -> TableSpec:
         notes += _skipped_notes(plan, ablations_mod.KNOBS)
         notes.append(f"Mode {plan.mode}; defaults: " + ", ".join(
             f"{k}={plan.defaults[k]}" for k in ablations_mod.KNOBS) + ".")
-        return TableSpec("ablations", f"Ablation variants on {title_args['task']} {split} (%)", "recall", plan.task,
+        return TableSpec("ablations", f"Ablation variants on {title_args['task']} {split} (%)", kind, plan.task,
                          split, row_header="Variant", rows=tuple(rows), notes=tuple(notes),
                          evaluations=tuple(Evaluation(plan.task, r.node, split) for r in rows))
     knob = _ABLATION_TABLES[table_id]
@@ -231,7 +264,7 @@ def _ablation_spec(config: dict, table_id: str) -> TableSpec:
         notes.append("The paper's default row here (τ = 0.1 / batch 16) differs from its Tables 3 and 4 "
                      "(41.23 / 51.50) for the same setting; the paper does not say how these ablations were run.")
     header = {"table4": "Model", "table5": "Temperature", "table6": "Batch size"}[table_id]
-    return TableSpec(table_id, _ABLATION_TITLES[table_id].format(**title_args), "recall", plan.task, split,
+    return TableSpec(table_id, _ABLATION_TITLES[table_id].format(**title_args), kind, plan.task, split,
                      row_header=header, rows=tuple(rows), paper=paper, notes=tuple(notes))
 
 
@@ -346,7 +379,7 @@ def build_table(spec: TableSpec, metric_rows: Iterable[dict]) -> Table:
     two_columns = spec.paper and spec.kind == "recall"  # paper numbers as columns; else as rows
     header = [spec.row_header]
     for name, _ in columns:
-        header += [name, f"{name} (paper)"] if two_columns else [name]
+        header += [name, f"{name} ({spec.paper_suffix})"] if two_columns else [name]
     out_rows: list[list] = []
     for row in spec.rows:
         ours: Scores = {}
@@ -365,7 +398,8 @@ def build_table(spec: TableSpec, metric_rows: Iterable[dict]) -> Table:
         else:
             out_rows.append([row.label] + [ours.get(key) for _, key in columns])
             if paper_row is not None:
-                out_rows.append([f"{row.label} (paper)"] + [_paper_value(paper_row, key) for _, key in columns])
+                out_rows.append([f"{row.label} ({spec.paper_suffix})"]
+                                + [_paper_value(paper_row, key) for _, key in columns])
     return Table(spec.id, title, header, out_rows, list(spec.notes), absent=spec.absent if spec.kind == "qa" else "",
                  precision=spec.precision)
 
@@ -439,8 +473,41 @@ def to_latex(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table(table: Table, md: str | Path, csv_path: str | Path, tex: str | Path) -> None:
-    for path, text in ((md, to_markdown(table)), (csv_path, to_csv(table)), (tex, to_latex(table))):
+_HTML_STYLE = ("body{font-family:sans-serif;font-size:14px;margin:1em}table{border-collapse:collapse}"
+               "th,td{padding:3px 9px;border-bottom:1px solid #ccc}th{border-bottom:2px solid #333}"
+               "td.num{text-align:right;font-variant-numeric:tabular-nums}tr.paper td{color:#666;font-style:italic}"
+               "p.note{color:#444;max-width:60em}")
+
+
+def to_html(table: Table) -> str:
+    """A standalone HTML page of the table (what `snakemake --report` shows inline)."""
+    from html import escape
+
+    lines = ["<!DOCTYPE html>", '<html><head><meta charset="utf-8">', f"<title>{escape(table.title)}</title>",
+             f"<style>{_HTML_STYLE}</style></head><body>", f"<h3>{escape(table.title)}</h3>"]
+    if table.absent:
+        lines.append(f'<p class="note"><em>Not built:</em> {escape(table.absent)}</p>')
+    if table.header:
+        lines.append("<table><thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in table.header)
+                     + "</tr></thead><tbody>")
+        for row in table.rows:
+            label = str(row[0])
+            paper = label.endswith(")") and ("(paper" in label or "(reported)" in label)
+            cells = [f"<td>{escape(label)}</td>"] + [
+                f'<td class="num">{escape(_fmt(c, table.precision, "–"))}</td>' for c in row[1:]]
+            lines.append(('<tr class="paper">' if paper else "<tr>") + "".join(cells) + "</tr>")
+        lines.append("</tbody></table>")
+    lines += [f'<p class="note">{escape(note)}</p>' for note in table.notes]
+    lines.append("</body></html>")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(table: Table, md: str | Path, csv_path: str | Path, tex: str | Path,
+                html_path: str | Path | None = None) -> None:
+    outputs = [(md, to_markdown(table)), (csv_path, to_csv(table)), (tex, to_latex(table))]
+    if html_path is not None:
+        outputs.append((html_path, to_html(table)))
+    for path, text in outputs:
         with atomic_file(path) as tmp:
             Path(tmp).write_text(text, encoding="utf-8")
 
@@ -451,14 +518,66 @@ def read_metrics(path: str | Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def collect_rows(evals: Sequence[str | Path], results_dir: str | Path, display: Sequence[str],
+def results_dir_of(evals: Sequence[str | Path]) -> Path:
+    """results/<dataset> of evaluation files `<results>/<task>/<node...>/eval/<split>.csv`.
+
+    The task is the last path component named like a task (node names and tags never are:
+    `umr.lineage.NAME` has no underscore), so no directory needs to be passed along."""
+    from umr.evaluate import TASKS as TASK_NAMES
+
+    found = set()
+    for path in map(Path, evals):
+        parts = path.parts
+        where = [i for i, part in enumerate(parts[:-2]) if part in TASK_NAMES]
+        if not where or parts[-2] != "eval":
+            raise UMRError(f"{path}: not an evaluation output (<results>/<task>/<node>/eval/<split>.csv)")
+        found.add(Path(*parts[:where[-1]]) if where[-1] else Path("."))
+    if len(found) != 1:
+        raise UMRError(f"evaluation files from {len(found)} results directories: {', '.join(map(str, sorted(found)))}")
+    return found.pop()
+
+
+def _supplied_rows(path: Path, relative: Path) -> list[dict]:
+    """Metrics rows of a supplied run's evaluation (`<task>/supplied/<name>/eval/<split>.csv`)."""
+    from umr.metrics import COLUMNS
+
+    task, node = relative.parts[0], "/".join(relative.parts[1:-2])
+    rows = []
+    with open(path, encoding="utf-8", newline="") as handle:
+        for rec in csv.DictReader(handle):
+            if rec["task"] != task:
+                raise UMRError(f"{path}: task column {rec['task']!r} does not match its path ({task})")
+            rows.append({**dict.fromkeys(COLUMNS, ""), **{k: rec[k] for k in ("task", "split", "lang", "subset",
+                                                                                "metric", "value", "count")},
+                         "system": relative.parts[2], "variant": "supplied", "iteration": "", "reranked": False,
+                         "node": node})
+    return rows
+
+
+def collect_rows(evals: Sequence[str | Path], results_dir: str | Path | None, display: Sequence[str],
                  default_rerank_tag: str | None, default_distill_tag: str | None) -> list[dict]:
-    """Metrics rows of some evaluation files, exactly as `rule metrics` makes them."""
+    """Metrics rows of some evaluation files, exactly as `rule metrics` makes them.
+
+    Supplied runs (`<task>/supplied/<name>`, not lineage nodes) get rows of their own.
+    Without `results_dir` it is read off the evaluation files' paths."""
     from umr.metrics import collect
 
-    return collect(evals, results_dir, dict(item.split("=", 1) for item in display),
+    if not evals:
+        return []
+    results_dir = Path(results_dir) if results_dir is not None else results_dir_of(evals)
+    ours, supplied = [], []
+    for path in map(Path, evals):
+        try:
+            relative = path.relative_to(results_dir)
+        except ValueError:
+            raise UMRError(f"{path}: evaluation file is not under {results_dir}") from None
+        (supplied if len(relative.parts) > 2 and is_supplied("/".join(relative.parts[1:-2])) else ours).append(path)
+    rows = collect(ours, results_dir, dict(item.split("=", 1) for item in display),
                    RerankSpec.parse(default_rerank_tag) if default_rerank_tag else None,
-                   DistillSpec.parse(default_distill_tag) if default_distill_tag else None)
+                   DistillSpec.parse(default_distill_tag) if default_distill_tag else None) if ours else []
+    for path in supplied:
+        rows += _supplied_rows(path, path.relative_to(results_dir))
+    return rows
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -470,14 +589,15 @@ def _parser() -> argparse.ArgumentParser:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--metrics", help="a metrics.csv")
     source.add_argument("--evals", nargs="*", help="evaluation CSVs (<results-dir>/<task>/<node>/eval/<split>.csv)")
-    p.add_argument("--results-dir", help="results/<dataset> (with --evals)")
+    p.add_argument("--results-dir", help="results/<dataset> (with --evals; default: read off their paths)")
     p.add_argument("--display", nargs="*", default=[], help="model display names, NAME=Display (with --evals)")
     p.add_argument("--default-rerank", help="tag of the default reranking (with --evals)")
     p.add_argument("--default-distill", help="tag of the default distillation (with --evals)")
     p.add_argument("--out-md")
     p.add_argument("--out-csv")
     p.add_argument("--out-tex")
-    p.add_argument("--out-dir", help="write <out-dir>/<table>.md/.csv/.tex")
+    p.add_argument("--out-html", help="also an HTML page of the table (the report shows it)")
+    p.add_argument("--out-dir", help="write <out-dir>/<table>.md/.csv/.tex/.html")
     return p
 
 
@@ -494,16 +614,17 @@ def _main(args: argparse.Namespace) -> None:
     if args.metrics:
         rows = read_metrics(args.metrics)
     else:
-        if not args.results_dir:
-            raise UMRError("--evals needs --results-dir")
         rows = collect_rows(args.evals, args.results_dir, args.display, args.default_rerank, args.default_distill)
     outs = [args.out_md, args.out_csv, args.out_tex]
+    html_out = args.out_html
     if args.out_dir:
         outs = [str(Path(args.out_dir) / f"{args.table}.{ext}") for ext in ("md", "csv", "tex")]
+        html_out = str(Path(args.out_dir) / f"{args.table}.html")
     if not all(outs):
         raise UMRError("give --out-dir, or all of --out-md, --out-csv and --out-tex")
     table = build_table(spec, rows)
-    write_table(table, *outs)
+    write_table(table, *outs, html_out)
+    outs += [html_out] if html_out else []
     log.info("wrote %s (%d rows)", ", ".join(outs), len(table.rows))
 
 

@@ -6,43 +6,44 @@ the retrieval corpus, N = the number of XOR-Retrieve training questions in L; a
 retriever, starting from the same initial retriever as UMR (mContriever), is then
 trained on the (question, passage) pairs with DPR's in-batch-negative contrastive
 loss and "the same hyperparameters as mDPR". Only the *count* of training
-questions is read, never their text or answers.
+questions per language is read, never their text or answers. On the toy, the tiny
+mT5 stand-in of the reranker writes the questions (it was never instruction-tuned:
+the stand-in shows the pipeline, not mT0's behaviour).
 
 Two commands (``python -m umr.baselines.mgenq {generate,train} --help``):
 
-``generate`` (one language per process)
-  - samples ``--count`` passages (or as many as ``--count-from`` has questions in
-    ``--lang``) uniformly, without replacement, with a ``random.Random`` seeded by
-    the string ``mgenq:<seed>:<lang>``: each language draws its own passages;
-  - prompts the model with an English instruction naming the language (``TEMPLATES``;
-    default ``instruction_first``: "Write a question in {language} that this passage
-    answers: {title} {text}" — the instruction comes first so that truncating a long
-    passage at ``--max-input-length`` never cuts it off); ``--template`` takes a
-    template name or a format string with ``{language}``, ``{text}`` (and ``{title}``);
-  - decodes with nucleus sampling (``top_p``, ``temperature``, ``top_k`` disabled,
-    no beams), batches of length-sorted prompts, torch re-seeded before every batch
-    from (seed, lang, batch number). On CPU the output is byte-identical for the same
-    seed, batch size and thread count; on GPU it is reproducible only up to CUDA
-    kernel nondeterminism;
+``generate`` (all languages of a task in one process)
+  - for each language, samples ``--count`` passages (or as many as ``--count-from``
+    has questions in that language) uniformly, without replacement, with a
+    ``random.Random`` seeded by the string ``mgenq:<seed>:<lang>``: each language
+    draws its own passages, whatever other languages are generated with it;
+  - prompts the model with an English instruction naming the language
+    (`umr.baselines.prompts`; default ``instruction-first``: "Write a question in
+    {language} that this passage answers: {title} {text}");
+  - samples one question per prompt (nucleus sampling: ``--temperature``, then
+    ``--top-p``; no top-k, no beams). Every question has its own ``torch.Generator``,
+    seeded from (seed, language, its position in the sample) and drawn once per
+    decoding step (`SeededSampler`), so a question does not depend on the batch size,
+    on the batch it lands in or on the other languages: byte-identical on CPU for the
+    same seed; on GPU up to floating-point nondeterminism;
   - keeps the generations as they come (stripped of surrounding whitespace; empty
-    ones included) in XOR-TyDi-style JSONL ``{"id": "genq-<lang>-<n>", "question",
-    "lang", "passage_id"}`` (n = position in the sample), and writes a stats JSON: the
-    count, the share of questions in the expected script (`script_match`), the share of
-    empty generations and a few examples. The stats are deterministic too (no timings).
-    Because of empty questions these files are *not* for ``umr.records.read_questions``.
+    ones and ones in another script included) in XOR-TyDi-style JSONL ``{"id":
+    "genq-<lang>-<n>", "question", "lang", "passage_id"}`` (n = position in the
+    language's sample), and writes per-language stats, as JSON (with a few examples
+    and the settings) and CSV: count, how many and what share are in the language's
+    script (`matches_script`), how many are empty. Because of empty questions the
+    JSONL is *not* for ``umr.records.read_questions``.
 
 ``train``
-  - reads the generated pairs (several files, e.g. one per language), skips empty
-    questions (counted in the log and in the output's settings file);
+  - reads the generated pairs, skips empty questions (counted in the log and in the
+    output's settings file), keeps every other one whatever its script;
   - trains a `DualEncoder` (untied query/passage copies of ``--student``, masked mean
-    pooling) with DPR's loss: for b pairs, S = Q·Pᵀ (b × b) and cross-entropy with the
-    diagonal as positives (`contrastive_loss`), scores optionally divided by
-    ``--temperature`` (1 = DPR). The training loop is `umr.distill.Distiller` (seeded
-    shuffling, AdamW eps 1e-8 without weight decay, linear warmup then decay, gradient
-    clipping, last partial batch dropped, gradient cache): a (question, passage) pair is a
-    distillation example with one passage, and with n = 1 and in-batch negatives the
-    distillation loss *is* DPR's loss at temperature 1 (tested), which is why
-    ``--grad-cache`` reuses the distiller's gradient cache as is (temperature 1 only);
+    pooling) with DPR's loss: for b pairs, S = Q·Pᵀ / τ (b × b) and cross-entropy
+    with the diagonal as positives (`contrastive_loss`; τ = 1 is DPR). The loop is
+    `umr.distill.Distiller`'s (seeded shuffling, AdamW eps 1e-8 without weight
+    decay, linear warmup then decay, gradient clipping, last partial batch dropped,
+    checkpoints and resuming) on one-passage examples, with this loss in place of the
+    KL; ``--grad-cache`` computes the same gradients in chunks;
   - writes the retriever directory atomically with `DualEncoder.save` (``query_encoder/``,
     ``passage_encoder/``) plus ``mgenq_train_settings.json``, so `umr.encode` and
     `umr.retrieve` load it like a UMR retriever.
@@ -62,25 +63,29 @@ script passes. A question without letters (empty, digits only) never matches.
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
 import random
-import string
 import time
 import unicodedata
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
+from transformers import LogitsProcessor
 
+from umr.baselines.prompts import DEFAULT_TEMPLATE, TEMPLATES, resolve_template
 from umr.corpus import Corpus
-from umr.distill import DistillSettings, Distiller, TrainingExample
+from umr.distill import Checkpoints, DistillSettings, Distiller, TrainingExample, _rng_replay, checkpoint_dir_for
 from umr.encode import DualEncoder, device_for, embed, pad_batch
 from umr.errors import InputFileError, UMRError
-from umr.io import atomic_dir, atomic_file, log, run_cli, seed_everything, set_threads
+from umr.io import atomic_dir, atomic_file, fingerprint, log, path_identity, run_cli, seed_everything, set_threads
 from umr.languages import LANGUAGE_NAMES
 from umr.records import Passage, Question, _field, _iter_json_objects, read_questions
 
@@ -114,7 +119,7 @@ LANGUAGE_SCRIPTS: dict[str, tuple[tuple[str, ...], str | None]] = {
 }
 
 
-def _check_lang(lang: str, what: str = "--lang") -> str:
+def _check_lang(lang: str, what: str = "--languages") -> str:
     if lang not in LANGUAGE_SCRIPTS:
         raise UMRError(f"{what} {lang!r}: unknown language; known: {', '.join(LANGUAGE_SCRIPTS)}")
     return lang
@@ -146,34 +151,6 @@ def matches_script(text: str, lang: str) -> bool:
 # Generation
 # ---------------------------------------------------------------------------------------
 
-TEMPLATES: dict[str, str] = {
-    # Default: instruction first (mT0's model card style), so truncation only cuts the passage.
-    "instruction_first": "Write a question in {language} that this passage answers: {title} {text}",
-    # xP3's question-generation prompts mostly put the instruction after the context.
-    "passage_first": "{title} {text}\n\nWrite a question in {language} that the passage above answers.",
-    # The UMR paper's instruction in the frame the reranker scores questions with (umr.rerank "paper").
-    "umr_paper": "Passage:  {title} {text}. Based on the passage, please write a question in {language}.",
-}
-DEFAULT_TEMPLATE = "instruction_first"
-_PLACEHOLDERS = {"title", "text", "language"}
-
-
-def resolve_template(template: str) -> str:
-    """A template name of `TEMPLATES`, or a format string with {language} and {text} (and optionally {title})."""
-    if template in TEMPLATES:
-        return TEMPLATES[template]
-    if "{" not in template:
-        raise UMRError(f"--template {template!r}: unknown template name; choose from {', '.join(TEMPLATES)} "
-                       "or give a format string with {language} and {text}")
-    try:
-        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
-    except ValueError as err:
-        raise UMRError(f"--template {template!r}: not a valid format string ({err})") from None
-    if not fields <= _PLACEHOLDERS or not {"language", "text"} <= fields:
-        raise UMRError(f"--template {template!r}: placeholders must include {{language}} and {{text}} and be among "
-                       f"{{title}}, {{text}}, {{language}}; found {', '.join(sorted(fields)) or 'none'}")
-    return template
-
 
 def render_prompt(template: str, passage: Passage, lang: str) -> str:
     return template.format(title=passage.title, text=passage.text, language=LANGUAGE_NAMES[lang])
@@ -184,21 +161,22 @@ def sample_rows(n_rows: int, count: int, seed: int, lang: str) -> list[int]:
     if count < 1:
         raise UMRError(f"--count {count}: must be at least 1")
     if count > n_rows:
-        raise UMRError(f"--count {count}: the corpus has only {n_rows} passages")
+        raise UMRError(f"--count {count} ({lang}): the corpus has only {n_rows} passages")
     return random.Random(f"mgenq:{seed}:{lang}").sample(range(n_rows), count)
 
 
-def _derived_seed(*parts: object) -> int:
-    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+def question_seed(seed: int, lang: str, n: int) -> int:
+    """Seed of the sampling generator of question n (position in the sample) of `lang`."""
+    digest = hashlib.sha256(f"mgenq-generate:{seed}:{lang}:{n}".encode()).digest()
     return int.from_bytes(digest[:8], "little") % 2**63
 
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    max_new_tokens: int = 48
-    top_p: float = 0.9
+    max_new_tokens: int = 32
+    top_p: float = 0.95
     temperature: float = 1.0
-    batch_size: int = 16
+    batch_size: int = 32
     max_input_length: int = 512
 
     def __post_init__(self):
@@ -209,6 +187,35 @@ class SamplingSettings:
         for name in ("max_new_tokens", "batch_size", "max_input_length"):
             if getattr(self, name) < 1:
                 raise UMRError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
+
+
+class SeededSampler(LogitsProcessor):
+    """A logits processor that samples each row's next token with the row's own generator.
+
+    Temperature, then nucleus (top-p) filtering, then inverse-CDF sampling with one
+    uniform draw per row and step from a CPU `torch.Generator`; it returns scores that
+    put all mass on the drawn token, so greedy decoding (`do_sample=False`) emits it.
+    A row's draws depend only on its seed and its own logits, never on its batch.
+    """
+
+    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float):
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.temperature, self.top_p = temperature, top_p
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if scores.shape[0] != len(self.generators):
+            raise RuntimeError(f"{scores.shape[0]} rows of logits for {len(self.generators)} seeded generators")
+        probs = (scores.float() / self.temperature).softmax(dim=-1)
+        sorted_probs, order = probs.sort(dim=-1, descending=True, stable=True)
+        # Nucleus: keep a token while the mass ranked above it is below top_p (the best is always kept).
+        sorted_probs = sorted_probs * ((sorted_probs.cumsum(dim=-1) - sorted_probs) < self.top_p)
+        cumulative = sorted_probs.cumsum(dim=-1)
+        draws = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in self.generators])
+        targets = draws.to(cumulative.device, cumulative.dtype) * cumulative[:, -1]
+        picked = torch.searchsorted(cumulative, targets.unsqueeze(1)).clamp(max=cumulative.shape[1] - 1)
+        tokens = order.gather(1, picked)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(1, tokens, 0.0)
 
 
 class QuestionGenerator:
@@ -234,25 +241,32 @@ class QuestionGenerator:
         self.model.to(self.device).eval()
 
     @torch.inference_mode()
-    def generate(self, prompts: Sequence[str], sampling: SamplingSettings, seed: int, lang: str) -> list[str]:
-        """One sampled question per prompt, in prompt order."""
-        from transformers import GenerationConfig
+    def generate(self, prompts: Sequence[str], seeds: Sequence[int], sampling: SamplingSettings,
+                 progress: bool = True) -> list[str]:
+        """One sampled question per prompt, in prompt order; prompt i samples with `seeds[i]`."""
+        from transformers import GenerationConfig, LogitsProcessorList
 
+        if len(prompts) != len(seeds):
+            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+        if not prompts:
+            return []
         s = sampling
         ids = self.tokenizer(list(prompts), truncation=True, max_length=s.max_input_length)["input_ids"]
         config = GenerationConfig.from_dict({
             **self.model.generation_config.to_dict(),
-            "do_sample": True, "top_p": s.top_p, "top_k": 0, "temperature": s.temperature, "num_beams": 1,
+            # Greedy over SeededSampler's one-hot scores = sampling with per-question generators.
+            "do_sample": False, "num_beams": 1, "temperature": 1.0, "top_p": 1.0, "top_k": 50,
             "max_new_tokens": s.max_new_tokens, "max_length": None,
         })
-        order = np.argsort([len(x) for x in ids], kind="stable")
+        order = np.argsort([len(x) for x in ids], kind="stable")  # similar lengths: little padding
         out: list[str] = [""] * len(ids)
-        for batch, start in enumerate(range(0, len(ids), s.batch_size)):
+        starts = range(0, len(ids), s.batch_size)
+        for start in tqdm(starts, desc="generate", unit="batch", disable=not progress, mininterval=10):
             rows = order[start : start + s.batch_size]
             input_ids, mask = pad_batch([ids[r] for r in rows], self.tokenizer.pad_token_id)
-            torch.manual_seed(_derived_seed("mgenq-generate", seed, lang, batch))
+            sampler = SeededSampler([seeds[r] for r in rows], s.temperature, s.top_p)
             generated = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
-                                            generation_config=config)
+                                            generation_config=config, logits_processor=LogitsProcessorList([sampler]))
             for r, text in zip(rows, self.tokenizer.batch_decode(generated, skip_special_tokens=True)):
                 out[r] = text.strip()
         return out
@@ -267,7 +281,7 @@ class GeneratedQuestion:
 
 
 def question_stats(questions: Sequence[GeneratedQuestion], lang: str, n_examples: int = 5) -> dict:
-    """Count, script-match and empty shares, and the first few examples."""
+    """Count, script-match and empty shares of one language's questions, and the first few examples."""
     n = len(questions)
     matched = sum(matches_script(q.question, lang) for q in questions)
     empty = sum(not q.question for q in questions)
@@ -284,6 +298,31 @@ def question_stats(questions: Sequence[GeneratedQuestion], lang: str, n_examples
     }
 
 
+def all_stats(questions: Sequence[GeneratedQuestion], languages: Sequence[str], n_examples: int = 5) -> dict:
+    """Per-language stats (`question_stats`) and their totals (`all`)."""
+    per_lang = {lang: question_stats([q for q in questions if q.lang == lang], lang, n_examples)
+                for lang in languages}
+    n = sum(s["count"] for s in per_lang.values())
+    matched = sum(s["script_match"] for s in per_lang.values())
+    empty = sum(s["empty"] for s in per_lang.values())
+    total = {"lang": "all", "count": n, "expected_script": "each language's",
+             "script_match": matched, "script_match_share": round(matched / n, 4) if n else 0.0,
+             "empty": empty, "empty_share": round(empty / n, 4) if n else 0.0}
+    return {"languages": per_lang, "all": total}
+
+
+STATS_COLUMNS = ("lang", "count", "script_match", "script_match_share", "empty", "empty_share", "expected_script")
+
+
+def write_stats_csv(path: str | Path, stats: dict) -> None:
+    """One row per language, then `all`."""
+    with atomic_file(path) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=STATS_COLUMNS, extrasaction="ignore", lineterminator="\n")
+            writer.writeheader()
+            writer.writerows([*stats["languages"].values(), stats["all"]])
+
+
 def write_generated(path: str | Path, questions: Iterable[GeneratedQuestion]) -> None:
     with atomic_file(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as handle:
@@ -292,24 +331,35 @@ def write_generated(path: str | Path, questions: Iterable[GeneratedQuestion]) ->
                                          "passage_id": q.passage_id}, ensure_ascii=False) + "\n")
 
 
-def count_questions(path: str | Path, lang: str) -> int:
-    """How many questions of `lang` a (training) file has; only the count is used."""
-    n = sum(q.lang == lang for q in read_questions(path))
-    if n == 0:
-        raise UMRError(f"{path}: no questions in language {lang!r} to take the count from")
-    return n
+def count_questions(path: str | Path, languages: Sequence[str]) -> dict[str, int]:
+    """How many questions of each language a (training) file has; only the counts are used."""
+    counts = Counter(q.lang for q in read_questions(path))
+    for lang in languages:
+        if counts[lang] == 0:
+            raise UMRError(f"{path}: no questions in language {lang!r} to take the count from")
+    return {lang: counts[lang] for lang in languages}
+
+
+def generate_questions(generator: QuestionGenerator, corpus: Corpus, counts: dict[str, int], seed: int,
+                       template: str = DEFAULT_TEMPLATE, sampling: SamplingSettings = SamplingSettings(),
+                       progress: bool = True) -> list[GeneratedQuestion]:
+    """For each language, sample `counts[lang]` passages and write one question in that language for each."""
+    template = resolve_template(template)
+    jobs: list[tuple[str, int, Passage]] = []
+    for lang, count in counts.items():
+        _check_lang(lang)
+        passages = corpus.by_rows(sample_rows(len(corpus), count, seed, lang))
+        jobs += [(lang, n, p) for n, p in enumerate(passages)]
+    texts = generator.generate([render_prompt(template, p, lang) for lang, _, p in jobs],
+                               [question_seed(seed, lang, n) for lang, n, _ in jobs], sampling, progress)
+    return [GeneratedQuestion(f"genq-{lang}-{n}", text, lang, p.id) for (lang, n, p), text in zip(jobs, texts)]
 
 
 def generate_for_language(generator: QuestionGenerator, corpus: Corpus, lang: str, count: int, seed: int,
                           template: str = DEFAULT_TEMPLATE, sampling: SamplingSettings = SamplingSettings()
                           ) -> list[GeneratedQuestion]:
     """Sample `count` passages and write one question in `lang` for each."""
-    _check_lang(lang)
-    template = resolve_template(template)
-    rows = sample_rows(len(corpus), count, seed, lang)
-    passages = corpus.by_rows(rows)
-    texts = generator.generate([render_prompt(template, p, lang) for p in passages], sampling, seed, lang)
-    return [GeneratedQuestion(f"genq-{lang}-{n}", text, lang, p.id) for n, (p, text) in enumerate(zip(passages, texts))]
+    return generate_questions(generator, corpus, {lang: count}, seed, template, sampling, progress=False)
 
 
 # ---------------------------------------------------------------------------------------
@@ -356,10 +406,10 @@ def read_pairs(paths: Sequence[str | Path]) -> tuple[list[GeneratedQuestion], in
 
 @dataclass(frozen=True)
 class ContrastiveSettings:
-    """mDPR's hyperparameters (XOR-TyDi's DPR fine-tuning: lr 2e-5, 1237 warmup steps, clip 2.0,
-    seed 12345, 256 tokens, 40 epochs); its batch was 12 per GPU on 8 GPUs (96 in-batch)."""
+    """Training settings. Defaults: mDPR's (XOR-TyDi's DPR fine-tuning script: lr 2e-5, 1237
+    warmup steps, clip 2.0, seed 12345, 256 tokens, 40 epochs, 8 GPUs x 12 = 96 in-batch)."""
 
-    batch_size: int = 16
+    batch_size: int = 96
     epochs: int = 40
     learning_rate: float = 2e-5
     warmup_steps: int = 1237
@@ -371,8 +421,14 @@ class ContrastiveSettings:
     query_chunk_size: int = 16
     passage_chunk_size: int = 16
 
+    def __post_init__(self):
+        if self.temperature <= 0:
+            raise UMRError(f"--temperature {self.temperature}: must be positive")
+        if self.batch_size < 2:
+            raise UMRError(f"--batch-size {self.batch_size}: in-batch negatives need at least 2 pairs per batch")
+
     def distill_settings(self) -> DistillSettings:
-        # One passage per question, in-batch negatives: the distillation loss becomes DPR's (τ_student = 1).
+        # One passage per question, in-batch negatives; the loss itself is replaced (ContrastiveTrainer).
         return DistillSettings(temperature=1.0, batch_size=self.batch_size, passages_per_question=1,
                                in_batch_negatives=True, epochs=self.epochs, learning_rate=self.learning_rate,
                                warmup_steps=self.warmup_steps, max_grad_norm=self.max_grad_norm,
@@ -385,9 +441,6 @@ class ContrastiveTrainer(Distiller):
 
     def __init__(self, encoder: DualEncoder, pairs: Sequence[GeneratedQuestion], passages: dict[str, Passage],
                  settings: ContrastiveSettings, device: torch.device):
-        if settings.grad_cache and settings.temperature != 1.0:
-            raise UMRError("--grad-cache works with --temperature 1 only (it reuses umr.distill's gradient cache, "
-                           "whose loss has no student temperature)")
         if len(pairs) < settings.batch_size:
             raise UMRError(f"{len(pairs)} non-empty generated questions, fewer than batch_size {settings.batch_size}")
         examples = [TrainingExample(Question(p.id, p.question, p.lang), [p.passage_id], [0.0]) for p in pairs]
@@ -395,14 +448,36 @@ class ContrastiveTrainer(Distiller):
         self.temperature = settings.temperature
 
     def step_gradients(self, texts: list[str], passages: list[Passage], teacher: torch.Tensor) -> float:
-        if self.s.grad_cache:
-            return self._grad_cache_step(self.encoder.tokenize_questions(texts),
-                                         self.encoder.tokenize_passages(passages), teacher.to(self.device))
         enc = self.encoder
-        q = embed(enc.query_model, *self._tensors(enc.tokenize_questions(texts)))
-        p = embed(enc.passage_model, *self._tensors(enc.tokenize_passages(passages)))
+        q_ids, p_ids = enc.tokenize_questions(texts), enc.tokenize_passages(passages)
+        if self.s.grad_cache:
+            return self._contrastive_grad_cache_step(q_ids, p_ids)
+        q = embed(enc.query_model, *self._tensors(q_ids))
+        p = embed(enc.passage_model, *self._tensors(p_ids))
         loss = contrastive_loss(q, p, self.temperature)
         loss.backward()
+        return loss.item()
+
+    def _contrastive_grad_cache_step(self, q_ids: list[list[int]], p_ids: list[list[int]]) -> float:
+        """Gradient cache (as `Distiller._grad_cache_step`, with the contrastive loss)."""
+        s, enc = self.s, self.encoder
+        plan = [(enc.query_model, q_ids, s.query_chunk_size), (enc.passage_model, p_ids, s.passage_chunk_size)]
+        reps, states = [], []
+        for model, ids, size in plan:
+            chunks, chunk_states = [], []
+            for start in range(0, len(ids), size):
+                with _rng_replay(None) as state, torch.no_grad():
+                    chunks.append(embed(model, *self._tensors(ids[start : start + size])))
+                chunk_states.append(state)
+            reps.append(torch.cat(chunks).requires_grad_())
+            states.append(chunk_states)
+        loss = contrastive_loss(reps[0], reps[1], self.temperature)
+        loss.backward()
+        for (model, ids, size), rep, chunk_states in zip(plan, reps, states):
+            for k, start in enumerate(range(0, len(ids), size)):
+                with _rng_replay(chunk_states[k]):
+                    fresh = embed(model, *self._tensors(ids[start : start + size]))
+                fresh.backward(gradient=rep.grad[start : start + size])
         return loss.item()
 
 
@@ -410,11 +485,23 @@ SETTINGS_FILE = "mgenq_train_settings.json"
 
 
 def train(student: str, pair_files: Sequence[str | Path], corpus: Corpus, settings: ContrastiveSettings,
-          out_dir: str | Path, device: str = "auto") -> list[float]:
-    """Train a retriever from `student` on generated pairs; writes a retriever directory."""
+          out_dir: str | Path, device: str = "auto", checkpoint_every: int = 0,
+          checkpoint_dir: str | Path | None = None) -> list[float]:
+    """Train a retriever from `student` on generated pairs; writes a retriever directory.
+
+    With `checkpoint_every` > 0 (or a `checkpoint_dir`), training checkpoints and resumes
+    as `umr.distill.distill` does.
+    """
     seed_everything(settings.seed)
     pairs, empty = read_pairs(pair_files)
-    log.info("%d generated pairs from %d file(s); %d empty question(s) skipped", len(pairs), len(pair_files), empty)
+    per_lang = dict(Counter(p.lang for p in pairs))
+    log.info("%d generated pairs from %d file(s) (%s); %d empty question(s) skipped", len(pairs), len(pair_files),
+             ", ".join(f"{k} {v}" for k, v in per_lang.items()), empty)
+    requested = settings.batch_size
+    if 2 <= len(pairs) < requested:
+        log.warning("only %d non-empty generated questions: batch size %d lowered to %d", len(pairs), requested,
+                    len(pairs))
+        settings = replace(settings, batch_size=len(pairs))
     needed = sorted({p.passage_id for p in pairs})
     passages = dict(zip(needed, corpus.get_many(needed)))
     encoder = DualEncoder.load(student, settings.max_length)
@@ -424,14 +511,23 @@ def train(student: str, pair_files: Sequence[str | Path], corpus: Corpus, settin
     trainer = ContrastiveTrainer(encoder, pairs, passages, settings, dev)
     log.info("training mGenQ: %d steps (%d per epoch), %s", trainer.total_steps, trainer.steps_per_epoch,
              json.dumps(asdict(settings)))
-    losses = trainer.train()
+    checkpoints = None
+    if checkpoint_every > 0 or checkpoint_dir is not None:
+        key = fingerprint({"student": [str(student), path_identity(student)], "settings": asdict(settings),
+                           "device": dev.type, "pairs": fingerprint([asdict(p) for p in pairs]),
+                           "passages": fingerprint([(p.id, p.title, p.text) for _, p in sorted(passages.items())])})
+        checkpoints = Checkpoints(checkpoint_dir or checkpoint_dir_for(out_dir), key)
+    losses = trainer.train(checkpoints, checkpoint_every)
     with atomic_dir(out_dir) as tmp:
         encoder.save(tmp)
-        meta = asdict(settings) | {"student": student, "pairs": [str(p) for p in pair_files], "n_pairs": len(pairs),
-                                   "n_empty_skipped": empty, "steps": trainer.total_steps,
-                                   "first_loss": losses[0] if losses else None,
+        meta = asdict(settings) | {"requested_batch_size": requested, "student": student,
+                                   "pairs": [str(p) for p in pair_files], "n_pairs": len(pairs),
+                                   "pairs_per_language": per_lang, "n_empty_skipped": empty,
+                                   "steps": trainer.total_steps, "first_loss": losses[0] if losses else None,
                                    "last_loss": losses[-1] if losses else None}
         (tmp / SETTINGS_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    if checkpoints is not None:
+        checkpoints.remove()
     return losses
 
 
@@ -446,72 +542,89 @@ def _parser() -> argparse.ArgumentParser:
                                             "train a retriever on them.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    g = sub.add_parser("generate", help="write one question in --lang for each of N randomly sampled passages")
+    g = sub.add_parser("generate", help="write one question in each language for each of N randomly sampled passages")
     g.add_argument("--model", required=True, help="seq2seq LM: hub name (bigscience/mt0-xl) or local directory")
     g.add_argument("--corpus", required=True, help="DPR TSV corpus to sample passages from")
     g.add_argument("--offsets", required=True, help="corpus offset table (.npz, from umr.corpus)")
-    g.add_argument("--lang", required=True, help="question language (ar bn fi ja ko ru te, or en)")
+    g.add_argument("--languages", nargs="+", required=True, help="question languages (ar bn fi ja ko ru te, or en)")
     count = g.add_mutually_exclusive_group(required=True)
-    count.add_argument("--count", type=int, help="number of passages / questions")
+    count.add_argument("--count", type=int, help="number of passages / questions per language")
     count.add_argument("--count-from", metavar="JSONL",
-                       help="take the count from this questions file: its number of questions in --lang")
+                       help="take the counts from this questions file: its number of questions in each language")
     g.add_argument("--seed", type=int, default=12345)
     g.add_argument("--template", default=DEFAULT_TEMPLATE,
                    help=f"prompt: one of {', '.join(TEMPLATES)}, or a format string with {{language}}, {{text}} "
                         "(and {title})")
-    g.add_argument("--max-input-length", type=int, default=512, help="prompt tokens (longer prompts are truncated)")
-    g.add_argument("--max-new-tokens", type=int, default=48)
-    g.add_argument("--top-p", type=float, default=0.9)
-    g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
-    g.add_argument("--batch-size", type=int, default=16)
+    d = SamplingSettings()
+    g.add_argument("--max-input-length", type=int, default=d.max_input_length,
+                   help="prompt tokens (longer prompts are truncated)")
+    g.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
+    g.add_argument("--top-p", type=float, default=d.top_p)
+    g.add_argument("--temperature", type=float, default=d.temperature, help="sampling temperature")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="prompts per generate call")
     g.add_argument("--device", default="auto")
     g.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32"])
     g.add_argument("--threads", type=int, default=1)
     g.add_argument("--out", required=True, help="generated questions (JSONL: id, question, lang, passage_id)")
-    g.add_argument("--stats-out", required=True, help="stats JSON (count, script-match and empty shares, examples)")
+    g.add_argument("--stats-out", required=True,
+                   help="stats JSON: per language count, script-match and empty shares, examples; the settings")
+    g.add_argument("--stats-csv", help="the per-language stats as CSV (one row per language, then all)")
 
     t = sub.add_parser("train", help="train a retriever on generated (question, passage) pairs")
     t.add_argument("--student", required=True, help="initial retriever (hub name or directory), e.g. mContriever")
     t.add_argument("--pairs", nargs="+", required=True, help="generated question files (JSONL from `generate`)")
     t.add_argument("--corpus", required=True)
     t.add_argument("--offsets", required=True)
-    d = ContrastiveSettings()
-    t.add_argument("--batch-size", type=int, default=d.batch_size, help="pairs per step (in-batch negatives)")
-    t.add_argument("--epochs", type=int, default=d.epochs)
-    t.add_argument("--learning-rate", type=float, default=d.learning_rate)
-    t.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
-    t.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm)
-    t.add_argument("--temperature", type=float, default=d.temperature, help="scores are divided by it (1 = DPR)")
-    t.add_argument("--max-length", type=int, default=d.max_length)
-    t.add_argument("--seed", type=int, default=d.seed)
-    t.add_argument("--grad-cache", action="store_true", help="gradient cache (umr.distill's; temperature 1 only)")
-    t.add_argument("--query-chunk-size", type=int, default=d.query_chunk_size)
-    t.add_argument("--passage-chunk-size", type=int, default=d.passage_chunk_size)
+    c = ContrastiveSettings()
+    t.add_argument("--batch-size", type=int, default=c.batch_size, help="pairs per step (in-batch negatives)")
+    t.add_argument("--epochs", type=int, default=c.epochs)
+    t.add_argument("--learning-rate", type=float, default=c.learning_rate)
+    t.add_argument("--warmup-steps", type=int, default=c.warmup_steps)
+    t.add_argument("--max-grad-norm", type=float, default=c.max_grad_norm)
+    t.add_argument("--temperature", type=float, default=c.temperature, help="τ: scores are divided by it (1 = DPR)")
+    t.add_argument("--max-length", type=int, default=c.max_length)
+    t.add_argument("--seed", type=int, default=c.seed)
+    t.add_argument("--grad-cache", action="store_true", help="gradient cache: the same gradients, in chunks")
+    t.add_argument("--query-chunk-size", type=int, default=c.query_chunk_size)
+    t.add_argument("--passage-chunk-size", type=int, default=c.passage_chunk_size)
     t.add_argument("--device", default="auto")
     t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--checkpoint-every", type=int, default=500,
+                   help="save the training state every N steps (0: only on SIGTERM/SIGUSR1); a rerun resumes from it")
+    t.add_argument("--checkpoint-dir", help="where checkpoints live (default: <out>.checkpoints, removed when done)")
     t.add_argument("--out", required=True, help="output retriever directory")
     return p
 
 
 def _generate_main(args: argparse.Namespace) -> None:
-    lang = _check_lang(args.lang)
+    languages = list(dict.fromkeys(_check_lang(lang) for lang in args.languages))
     template = resolve_template(args.template)
-    count = args.count if args.count is not None else count_questions(args.count_from, lang)
+    if args.count is not None:
+        counts = {lang: args.count for lang in languages}
+    else:
+        counts = count_questions(args.count_from, languages)
     sampling = SamplingSettings(max_new_tokens=args.max_new_tokens, top_p=args.top_p, temperature=args.temperature,
                                 batch_size=args.batch_size, max_input_length=args.max_input_length)
     generator = QuestionGenerator(args.model, args.device, args.dtype)
     with Corpus(args.corpus, args.offsets) as corpus:
         start = time.perf_counter()
-        questions = generate_for_language(generator, corpus, lang, count, args.seed, template, sampling)
+        questions = generate_questions(generator, corpus, counts, args.seed, template, sampling)
         seconds = time.perf_counter() - start
+    stats = all_stats(questions, languages)
+    # Deterministic (no timings), so that two runs with one seed give identical files.
+    stats["settings"] = {"model": args.model, "template": template, "seed": args.seed, "counts": counts,
+                         **asdict(sampling)}
     write_generated(args.out, questions)
-    stats = question_stats(questions, lang)
-    stats["settings"] = {"model": args.model, "template": template, "seed": args.seed, **asdict(sampling)}
     with atomic_file(args.stats_out) as tmp:
         tmp.write_text(json.dumps(stats, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    log.info("%s: %d questions in %.1f s (%.1f/s); script match %.1f%%, empty %.1f%% -> %s", lang, len(questions),
-             seconds, len(questions) / max(seconds, 1e-9), 100 * stats["script_match_share"],
-             100 * stats["empty_share"], args.out)
+    if args.stats_csv:
+        write_stats_csv(args.stats_csv, stats)
+    for lang, s in stats["languages"].items():
+        log.info("%s: %d questions; in the %s script: %d (%.1f%%); empty: %d", lang, s["count"], s["expected_script"],
+                 s["script_match"], 100 * s["script_match_share"], s["empty"])
+    log.info("%d questions in %.1f s (%.1f/s); script match %.1f%%, empty %.1f%% -> %s", len(questions), seconds,
+             len(questions) / max(seconds, 1e-9), 100 * stats["all"]["script_match_share"],
+             100 * stats["all"]["empty_share"], args.out)
 
 
 def _train_main(args: argparse.Namespace) -> None:
@@ -520,10 +633,11 @@ def _train_main(args: argparse.Namespace) -> None:
         warmup_steps=args.warmup_steps, max_grad_norm=args.max_grad_norm, temperature=args.temperature,
         max_length=args.max_length, seed=args.seed, grad_cache=args.grad_cache,
         query_chunk_size=args.query_chunk_size, passage_chunk_size=args.passage_chunk_size)
-    if settings.temperature <= 0:
-        raise UMRError(f"--temperature {settings.temperature}: must be positive")
+    if args.checkpoint_every < 0:
+        raise UMRError(f"--checkpoint-every: must be 0 (off) or a number of steps, got {args.checkpoint_every}")
     with Corpus(args.corpus, args.offsets) as corpus:
-        train(args.student, args.pairs, corpus, settings, args.out, args.device)
+        train(args.student, args.pairs, corpus, settings, args.out, args.device, args.checkpoint_every,
+              args.checkpoint_dir or checkpoint_dir_for(args.out))
     log.info("saved %s", args.out)
 
 

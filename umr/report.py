@@ -1,0 +1,60 @@
+"""Paths and input functions of the report stage (rules/report.smk), kept out of the rule file.
+
+Tables (`umr.tables`) and plots (`umr.plots`) live under `results/<dataset>/tables/` and
+`results/<dataset>/plots/`; each table or plot rule takes as input only the evaluation
+files of its rows or points. Supervised systems' runs supplied by the user (config
+`supervised`, `umr.supplied`) are scored by rule `evaluate_supplied`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from umr.plan import Evaluation
+from umr.supplied import is_json
+
+TABLE_FORMATS = ("md", "csv", "tex", "html")  # the report shows the HTML page
+PLOT_FORMATS = ("png", "pdf")
+
+
+def evaluation_path(results: str, evaluation: Evaluation) -> str:
+    return f"{results}/{evaluation.task}/{evaluation.node}/eval/{evaluation.split}.csv"
+
+
+def table_files(results: str, table_id: str) -> list[str]:
+    return [f"{results}/tables/{table_id}.{ext}" for ext in TABLE_FORMATS]
+
+
+def plot_files(results: str, plot_id: str) -> list[str]:
+    return [f"{results}/plots/{plot_id}.{ext}" for ext in PLOT_FORMATS]
+
+
+def report_files(config: dict, results: str) -> list[str]:
+    """Every table, and the plot of every knob this configuration varies (the `all` target)."""
+    from umr.plots import default_plots
+    from umr.tables import TABLES
+
+    tables = [f for table_id in TABLES for f in table_files(results, table_id)]
+    return tables + [f for plot_id in default_plots(config) for f in plot_files(results, plot_id)]
+
+
+def supplied_runs(config: dict, wildcards) -> list[str]:
+    """The run file(s) given under `supervised.<name>.<task>.<split>`."""
+    try:
+        runs = config["supervised"][wildcards.name][wildcards.task][wildcards.split]
+    except KeyError:
+        raise ValueError(f"no supplied run for {wildcards.name} on {wildcards.task} {wildcards.split} "
+                         "(config key supervised)") from None
+    return [runs] if isinstance(runs, str) else list(runs)
+
+
+def supplied_corpus(config: dict, wildcards, corpus_file: Callable[[str], str],
+                    offsets_file: Callable[[str], str]) -> dict[str, str]:
+    """A TREC run's passage ids refer to the task's corpus; a prediction JSON carries the texts."""
+    if is_json(supplied_runs(config, wildcards)):
+        return {}
+    return {"corpus": corpus_file(wildcards.task), "offsets": offsets_file(wildcards.task)}
+
+
+def supplied_corpus_options(input) -> str:
+    return f"--corpus {input.corpus} --corpus-offsets {input.offsets}" if "corpus" in input.keys() else ""
