@@ -121,9 +121,48 @@ def median_time(fn: Callable[[], Any], runs: int) -> tuple[float, list[float], A
     return statistics.median(times), times, out
 
 
-def peak_rss_mb() -> float:
-    """High-water mark of this process's resident memory (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _status_mb(field: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:  # pragma: no cover
+        pass
+    return None
+
+
+class PeakMemory:
+    """Peak resident memory added by a block of work, in MB.
+
+    `start()` records the current RSS and resets the kernel's RSS high-water mark
+    (VmHWM, what ru_maxrss reports) by writing 5 to /proc/self/clear_refs, so that a
+    peak reached earlier (model loading) does not hide the work's own peak;
+    `added()` is VmHWM - that RSS. Where the reset is not allowed, it falls back to
+    ru_maxrss minus ru_maxrss at `start()` (exact only if the work peaks higher).
+    """
+
+    def start(self) -> "PeakMemory":
+        self.rss = _status_mb("VmRSS")
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            self.method = "VmHWM reset via /proc/self/clear_refs, minus VmRSS at the start"
+        except OSError:
+            self.rss, self.method = None, "ru_maxrss minus ru_maxrss at the start"
+        self.baseline = self.rss if self.rss is not None else self._maxrss()
+        return self
+
+    @staticmethod
+    def _maxrss() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+    def peak(self) -> float:
+        hwm = _status_mb("VmHWM") if self.rss is not None else None
+        return hwm if hwm is not None else self._maxrss()
+
+    def result(self) -> dict[str, Any]:
+        peak = self.peak()
+        return {"baseline_mb": self.baseline, "peak_mb": peak, "added_mb": peak - self.baseline,
+                "memory_method": self.method}
 
 
 def run_worker(module: str, args: dict[str, Any], threads: int, timeout: int = 900) -> dict[str, Any]:

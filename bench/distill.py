@@ -11,9 +11,9 @@ Float64 shows whether the method is exact (grad cache = full batch to ~1e-12); i
 float32 a gradient summed over all 256 x ~90 token positions carries float32
 rounding of order 1e-4 in the full-batch computation itself, so there the check is
 that the grad cache is as close to the float64 gradient as the full batch is.
-Peak memory is `resource.getrusage(RUSAGE_SELF).ru_maxrss` after the steps minus
-the same figure taken before the first step (after imports, model and data load):
-the memory a training step adds at its peak.
+Peak memory (bench.common.PeakMemory): the kernel's RSS high-water mark (VmHWM, what
+ru_maxrss reports), reset just before the first step, minus the RSS at that moment
+(after imports, model and data load): the memory the training steps add at their peak.
 The reranked run is a stand-in (k random passages per question, descending scores):
 only its shape matters for speed and memory.
 """
@@ -26,7 +26,6 @@ import json
 import random
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 BATCH, PASSAGES, TOP_K = 16, 16, 60
@@ -34,7 +33,7 @@ STEPS = 3
 
 
 def worker(args: dict[str, Any]) -> dict[str, Any]:
-    from bench.common import peak_rss_mb, quiet
+    from bench.common import PeakMemory, quiet
 
     quiet()
     import torch
@@ -61,7 +60,7 @@ def worker(args: dict[str, Any]) -> dict[str, Any]:
     initial = [copy.deepcopy(model.state_dict()) for model in models]
     batches = distiller.batches()
     first = next(batches)
-    baseline = peak_rss_mb()
+    memory = PeakMemory().start()
 
     def first_step_gradients(dtype) -> tuple[float, list]:
         """Gradients of the first batch with dropout off (parameters without a gradient: zeros)."""
@@ -90,7 +89,7 @@ def worker(args: dict[str, Any]) -> dict[str, Any]:
         distiller.scheduler.step()
         distiller.optimizer.zero_grad(set_to_none=True)
         step_s.append(time.perf_counter() - start)
-    peak = peak_rss_mb()
+    peak = memory.result()
 
     # 3. Float64, from the initial weights (after the memory figure: float64 doubles the activations).
     for model, state in zip(models, initial):
@@ -99,7 +98,7 @@ def worker(args: dict[str, Any]) -> dict[str, Any]:
     loss64, grads64 = first_step_gradients(torch.float64)
     torch.save({"loss32": loss32, "grads32": grads32, "loss64": loss64, "grads64": grads64}, args["grads_out"])
     return {"grad_cache": args["grad_cache"], "step_s": step_s, "median_step_s": statistics.median(step_s),
-            "baseline_mb": baseline, "peak_mb": peak, "added_mb": peak - baseline}
+            **peak}
 
 
 def run(inputs, threads: int, batch: int = BATCH, passages: int = PASSAGES, steps: int = STEPS) -> dict[str, Any]:
@@ -130,7 +129,7 @@ def run(inputs, threads: int, batch: int = BATCH, passages: int = PASSAGES, step
     return {
         "shape": f"{batch} questions x {passages} passages", "steps": steps, **out,
         "full_steps_per_s": 1 / full_s, "grad_cache_steps_per_s": 1 / gc_s, "grad_cache_speed_ratio": full_s / gc_s,
-        "memory_ratio": out["grad_cache"]["added_mb"] / out["full_batch"]["added_mb"],
+        "memory_ratio": out["full_batch"]["added_mb"] / max(out["grad_cache"]["added_mb"], 1e-9),
         "grad_max_abs_diff_fp32": diff32, "grad_max_abs_diff_fp64": diff64, "grad_max_abs": scale,
         "full_batch_fp32_error": full32_error, "grad_cache_fp32_error": cached32_error,
         "loss_diff_fp32": abs(full["loss32"] - cached["loss32"]), "loss_diff_fp64": abs(full["loss64"] - cached["loss64"]),

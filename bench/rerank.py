@@ -17,6 +17,8 @@ two runs:
 
 from __future__ import annotations
 
+import contextlib
+import io
 import random
 from typing import Any
 
@@ -105,7 +107,8 @@ def run(inputs, runs: int, index_paths: list[str], index_corpus: str, n_question
         # variant with the same reranker settings gets them via --cache): no pair is scored again.
         run_in = {q.id: [(d, 0.0) for d in candidate_runs["dense"][q.id]] for q in questions}
         start = time.perf_counter()
-        first = rerank_run(reranker, questions, run_in, corpus, top_k)
+        with contextlib.redirect_stderr(io.StringIO()):  # rerank_run's progress bar
+            first = rerank_run(reranker, questions, run_in, corpus, top_k)
         first_s = time.perf_counter() - start
         cache_file = inputs.workdir / "rerank-cache.trec"
         write_trec_run(cache_file, first, "rerank")

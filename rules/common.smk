@@ -8,7 +8,7 @@ import sys
 
 from umr.lineage import (BM25_NODE, CONTRASTIVE_TAG, GENQ_TAG, NAME, RETRIEVER_NODE, UMR_NODE, ContrastiveSpec,
                          DistillSpec, GenQSpec, Node, RerankSpec, score_cache_sources)
-from umr.plan import default_distill, default_rerank, evaluations, planned_reranks
+from umr.plan import default_distill, default_genq, default_rerank, evaluations, planned_reranks
 
 # Stages run as `python -m umr.<stage>`. `python` is the interpreter running Snakemake
 # (its venv's bin first on PATH) unless `--sdm conda` activates a rule's env, and
@@ -17,6 +17,9 @@ os.environ.update(
     PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
     PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")])),
 )
+# How often distillation checkpoints changes no result, so it is not a rule param (a changed
+# param would rerun every distill job); `python -m umr.distill` reads it from the environment.
+os.environ.update(UMR_CHECKPOINT_EVERY=str(config["umr"]["distill"]["checkpoint_every"]))
 
 TASKS = ("xor_retrieve", "xor_full")
 SPLITS = ("train", "dev")
@@ -342,3 +345,9 @@ def xor_tydi_files():
 def corpus_scan_mem_mb(wildcards, input):
     """Memory of `python -m umr.corpus`: ~1/4 of the TSV's size (id and offset lists), plus 1 GB."""
     return 1000 + int(input.size_mb / 4)
+
+
+def default_genq_tags():
+    """`genq-<tag>/ct-<tag>` of the configured mGenQ baseline (variants are named by their differences)."""
+    generation, training = default_genq(config)
+    return f"{generation.tag}/{training.tag}"

@@ -15,8 +15,8 @@
 # shell is signalled (its death ends the job, the trainer gets only KillWait seconds), and
 # USR1 would kill the inner Snakemake, ending the step before the checkpoint is written.
 # `exec` makes the trainer the job's process itself (no bash in between to die of the
-# signal). checkpoint_every is read from `config` at run time, not a param: it does not
-# change the result, so changing it must not trigger a rerun.
+# signal). checkpoint_every reaches the trainer as UMR_CHECKPOINT_EVERY (rules/common.smk),
+# not as a param: it does not change the result, so changing it must not trigger a rerun.
 
 
 rule distill:
@@ -55,5 +55,4 @@ rule distill:
         "--languages {params.languages} --reranked {input.reranked} --corpus {input.corpus} "
         "--offsets {input.offsets} --top-k {params.top_k} {params.options} "
         "--max-length {params.max_length} {params.grad_cache} --threads {threads} "
-        "--checkpoint-every {config[umr][distill][checkpoint_every]} "
         "--out {output} > {log} 2>&1"

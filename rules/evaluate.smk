@@ -31,15 +31,15 @@ rule metrics:
     output:
         "results/{dataset}/metrics.csv",
     params:
-        results_dir=RESULTS,
         display=display_names(),
         default_rerank=default_rerank(config).tag,
         default_distill=default_distill(config).tag,
+        default_genq=default_genq_tags(),
     log:
         "results/{dataset}/logs/metrics.log",
     conda:
         "../envs/umr.yaml"
     shell:
-        "python -m umr.metrics --results-dir {params.results_dir} --evals {input} "
+        "python -m umr.metrics --evals {input} "
         "--display {params.display:q} --default-rerank {params.default_rerank} "
-        "--default-distill {params.default_distill} --out {output} > {log} 2>&1"
+        "--default-distill {params.default_distill} --default-genq {params.default_genq} --out {output} > {log} 2>&1"

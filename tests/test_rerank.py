@@ -91,5 +91,5 @@ def test_non_finite_scores_fail_loudly(tiny_lm, pairs, monkeypatch):
 
 
 def test_missing_model_directory_is_a_one_line_error(tmp_path):
-    with pytest.raises(UMRError, match="reranker model directory not found"):
+    with pytest.raises(UMRError, match="reranker directory not found"):
         Reranker(str(tmp_path / "nope"))

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 from contextlib import contextmanager, nullcontext
@@ -478,7 +479,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--passage-chunk-size", type=int, default=8)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--checkpoint-every", type=int, default=500,
+    p.add_argument("--checkpoint-every", type=int, default=int(os.environ.get("UMR_CHECKPOINT_EVERY", 500)),
                    help="save the training state every N steps (0: only on SIGTERM/SIGUSR1); a rerun resumes from it")
     p.add_argument("--checkpoint-dir", help="where checkpoints live (default: <out>.checkpoints, removed when done)")
     p.add_argument("--out", required=True, help="output retriever directory")

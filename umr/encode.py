@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from tqdm import tqdm
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
@@ -34,19 +35,29 @@ from umr.records import Passage
 QUERY_DIR, PASSAGE_DIR = "query_encoder", "passage_encoder"
 
 
-def load_checkpoint(name_or_path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load one encoder and its tokenizer by hub name or local directory."""
+def load_pretrained(name_or_path: str, what: str, model_class: type = AutoModel,
+                    **kwargs: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A model and its tokenizer by hub name or local directory; a bad checkpoint is a one-line UMRError.
+
+    `what` names the model in the message ("model", "reranker", ...). A truncated or
+    corrupt weights file raises safetensors' own error type, caught here too.
+    """
     path = Path(name_or_path)
     looks_local = path.is_absolute() or name_or_path.startswith((".", "results/")) or path.exists()
     if looks_local and not (path / "config.json").exists():
-        raise UMRError(f"{name_or_path}: model directory not found or has no config.json")
+        raise UMRError(f"{name_or_path}: {what} directory not found or has no config.json")
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        model = AutoModel.from_pretrained(name_or_path)
-    except (OSError, ValueError) as err:
+        model = model_class.from_pretrained(name_or_path, **kwargs)
+    except (OSError, ValueError, SafetensorError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UMRError(f"{name_or_path}: cannot load model ({first_line})") from None
+        raise UMRError(f"{name_or_path}: cannot load {what} ({first_line})") from None
     return model, tokenizer
+
+
+def load_checkpoint(name_or_path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load one encoder and its tokenizer by hub name or local directory."""
+    return load_pretrained(name_or_path, "model")
 
 
 @dataclass

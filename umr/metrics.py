@@ -136,7 +136,7 @@ def parse_genq_tags(tags: str) -> tuple[GenQSpec, ContrastiveSpec]:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m umr.metrics", description="Collect evaluation files into metrics.csv.")
-    p.add_argument("--results-dir", required=True, help="results/<dataset>")
+    p.add_argument("--results-dir", help="results/<dataset> (default: the folder of --out, results/<dataset>/metrics.csv)")
     p.add_argument("--evals", nargs="+", required=True, help="evaluation CSVs (<task>/<node>/eval/<split>.csv)")
     p.add_argument("--display", nargs="*", default=[], help="model display names, NAME=Display")
     p.add_argument("--default-rerank", help="tag of the default reranking (variants are named by their differences)")
@@ -148,7 +148,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _main(args: argparse.Namespace) -> None:
     display = dict(item.split("=", 1) for item in args.display)
-    rows = collect(args.evals, args.results_dir, display,
+    rows = collect(args.evals, args.results_dir or Path(args.out).parent, display,
                    RerankSpec.parse(args.default_rerank) if args.default_rerank else None,
                    DistillSpec.parse(args.default_distill) if args.default_distill else None,
                    parse_genq_tags(args.default_genq) if args.default_genq else None)

@@ -19,9 +19,11 @@ hub names (`AutoModel`, `AutoModelForSeq2SeqLM`, `AutoTokenizer`).
 from __future__ import annotations
 
 import argparse
+import heapq
 import math
 import random
 import re
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -74,22 +76,84 @@ def collection_texts(corpora: Sequence[str | Path]) -> list[tuple[str, str]]:
 
 
 # -- tokenizers ---------------------------------------------------------------------------
+def learn_wordpiece_vocab(words: Counter[str], alphabet: Sequence[str], vocab_size: int,
+                          min_frequency: int = 2) -> list[str]:
+    """Subword pieces by greedy pair merging (BPE with "##" continuation pieces), in merge order.
+
+    Written out rather than taken from `tokenizers`' WordPieceTrainer because that trainer breaks
+    ties between equally frequent pairs in hash-map order, which changes from process to process:
+    two runs with the same seed got different vocabularies. Here ties go to the
+    lexicographically smallest pair, so the vocabulary is a function of the corpus alone.
+    """
+    pieces = list(dict.fromkeys([*alphabet, *(f"##{c}" for c in alphabet)]))
+    known = set(pieces)
+    types = sorted(words)
+    freq = [words[w] for w in types]
+    symbols = [[w[0], *(f"##{c}" for c in w[1:])] for w in types]
+    for word in symbols:
+        for piece in word:
+            if piece not in known:
+                known.add(piece)
+                pieces.append(piece)
+    pair_count: Counter[tuple[str, str]] = Counter()
+    where: dict[tuple[str, str], set[int]] = defaultdict(set)
+    for i, word in enumerate(symbols):
+        for pair in zip(word, word[1:]):
+            pair_count[pair] += freq[i]
+            where[pair].add(i)
+    heap = [(-n, pair) for pair, n in pair_count.items()]
+    heapq.heapify(heap)
+    while len(pieces) < vocab_size and heap:
+        negative, pair = heapq.heappop(heap)
+        if pair_count.get(pair, 0) != -negative:
+            continue  # stale entry: the pair's count changed since it was pushed
+        if -negative < min_frequency:
+            break
+        left, right = pair
+        merged = left + right[2:]
+        if merged not in known:
+            known.add(merged)
+            pieces.append(merged)
+        changed: set[tuple[str, str]] = set()
+        for i in sorted(where.pop(pair, ())):
+            word = symbols[i]
+            for old in zip(word, word[1:]):
+                pair_count[old] -= freq[i]
+                changed.add(old)
+            out, j = [], 0
+            while j < len(word):
+                if j + 1 < len(word) and word[j] == left and word[j + 1] == right:
+                    out.append(merged)
+                    j += 2
+                else:
+                    out.append(word[j])
+                    j += 1
+            symbols[i] = out
+            for new in zip(out, out[1:]):
+                pair_count[new] += freq[i]
+                where[new].add(i)
+                changed.add(new)
+        for p in changed:
+            if pair_count[p] > 0:
+                heapq.heappush(heap, (-pair_count[p], p))
+            else:
+                pair_count.pop(p, None)
+    return pieces
+
+
 def train_wordpiece(texts: Sequence[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """A cased multilingual WordPiece tokenizer (mBERT-like) trained on `texts`."""
+    """A cased multilingual WordPiece tokenizer (mBERT-like) trained on `texts`, deterministically."""
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    alphabet = script_alphabet()
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                                             initial_alphabet=alphabet, show_progress=False))
+    normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    words: Counter[str] = Counter()
+    for text in texts:
+        words.update(w for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
     # Every character also as a word-continuation piece, so no in-script word is unknown.
-    vocab = tok.get_vocab()
-    for piece in [c for c in alphabet] + [f"##{c}" for c in alphabet]:
-        vocab.setdefault(piece, len(vocab))
-    trained = tok
+    pieces = learn_wordpiece_vocab(words, script_alphabet(), vocab_size - len(specials))
+    vocab = {piece: i for i, piece in enumerate(dict.fromkeys([*specials, *pieces]))}
     tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
-    tok.normalizer, tok.pre_tokenizer = trained.normalizer, trained.pre_tokenizer
+    tok.normalizer, tok.pre_tokenizer = normalizer, pre_tokenizer
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])

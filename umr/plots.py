@@ -155,8 +155,8 @@ def draw(spec: PlotSpec, metric_rows, png: str | Path, pdf: str | Path) -> None:
         pts = [(xs[j], data[metric]["avg"][j]) for j in order if data[metric]["avg"][j] is not None]
         if pts:
             ax.plot(*zip(*pts), marker="s", markersize=6, linewidth=2.6, color="black", label="Average", zorder=5)
-        if ref[metric] is not None:
-            ax.axhline(ref[metric], linestyle="--", linewidth=1.4, color="0.35", label=spec.reference_label)
+        if ref[metric] is not None:  # on top (drawn dashed), so a curve at the same height never hides it
+            ax.axhline(ref[metric], linestyle="--", linewidth=1.4, color="0.45", label=spec.reference_label, zorder=6)
         if spec.xscale == "log":
             ax.set_xscale("log")
         elif spec.xscale == "log2":
@@ -168,7 +168,8 @@ def draw(spec: PlotSpec, metric_rows, png: str | Path, pdf: str | Path) -> None:
             ax.axvline(xs[xs_text.index(spec.default)], color="tab:blue", alpha=0.12, linewidth=8, zorder=0)
         ax.set_xlabel(spec.xlabel)
         ax.set_ylabel(f"{metric} (%)")
-        ax.set_title(metric)
+        ax.set_title(metric + ("" if ref[metric] is None else f"   (dashed: initial retriever, {ref[metric]:.1f})"),
+                     fontsize=10)
         ax.grid(True, alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right center", fontsize=8, frameon=False)

@@ -25,7 +25,6 @@ reused (`--cache`).
 from __future__ import annotations
 
 import argparse
-import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,11 +33,11 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 from tqdm import tqdm
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers import AutoModelForSeq2SeqLM
 from transformers.activations import GELUTanh, NewGELUActivation
 
 from umr.corpus import Corpus
-from umr.encode import device_for, model_identity, shard_rows
+from umr.encode import device_for, load_pretrained, model_identity, shard_rows
 from umr.errors import UMRError
 from umr.io import PartsDir, atomic_file, fingerprint, log, parts_path, path_identity, run_cli, set_threads
 from umr.languages import language_name
@@ -89,15 +88,7 @@ class Reranker:
         # mT5 overflows in fp16: bf16 on GPU, fp32 on CPU.
         torch_dtype = {"auto": torch.bfloat16 if self.device.type == "cuda" else torch.float32,
                        "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
-        path = Path(model)
-        if (path.is_absolute() or model.startswith((".", "results/")) or path.exists()) and not (path / "config.json").exists():
-            raise UMRError(f"{model}: reranker model directory not found or has no config.json")
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(model)
-            self.model = AutoModelForSeq2SeqLM.from_pretrained(model, dtype=torch_dtype)
-        except (OSError, ValueError) as err:
-            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise UMRError(f"{model}: cannot load reranker ({first_line})") from None
+        self.model, self.tokenizer = load_pretrained(model, "reranker", AutoModelForSeq2SeqLM, dtype=torch_dtype)
         self.model.to(self.device).eval()
         fuse_activations(self.model)
         self.max_input_length = max_input_length

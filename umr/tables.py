@@ -43,7 +43,7 @@ from umr import ablations as ablations_mod
 from umr.errors import UMRError
 from umr.io import atomic_file, log, run_cli
 from umr.lineage import DistillSpec, RerankSpec
-from umr.plan import Evaluation, default_distill, default_rerank, evaluations, umr_chain
+from umr.plan import Evaluation, default_rerank, evaluations, umr_chain
 from umr.supplied import is_supplied, supplied_node
 
 PAPER_SCORES = Path(__file__).resolve().parent / "resources" / "paper_scores.yaml"

@@ -83,7 +83,7 @@ from transformers import LogitsProcessor
 from umr.baselines.prompts import DEFAULT_TEMPLATE, TEMPLATES, resolve_template
 from umr.corpus import Corpus
 from umr.distill import Checkpoints, DistillSettings, Distiller, TrainingExample, _rng_replay, checkpoint_dir_for
-from umr.encode import DualEncoder, device_for, embed, pad_batch
+from umr.encode import DualEncoder, device_for, embed, load_pretrained, pad_batch
 from umr.errors import InputFileError, UMRError
 from umr.io import atomic_dir, atomic_file, fingerprint, log, path_identity, run_cli, seed_everything, set_threads
 from umr.languages import LANGUAGE_NAMES
@@ -222,22 +222,14 @@ class QuestionGenerator:
     """A seq2seq LM (mT0 on a cluster, the tiny toy LM here) that writes questions by sampling."""
 
     def __init__(self, model: str, device: str = "auto", dtype: str = "auto"):
-        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+        from transformers import AutoModelForSeq2SeqLM
 
         self.name = model
         self.device = device_for(device)
         # mT0 is mT5, which overflows in fp16: bf16 on GPU, fp32 on CPU.
         torch_dtype = {"auto": torch.bfloat16 if self.device.type == "cuda" else torch.float32,
                        "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
-        path = Path(model)
-        if (path.is_absolute() or model.startswith((".", "results/")) or path.exists()) and not (path / "config.json").exists():
-            raise UMRError(f"{model}: question generator model directory not found or has no config.json")
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(model)
-            self.model = AutoModelForSeq2SeqLM.from_pretrained(model, dtype=torch_dtype)
-        except (OSError, ValueError) as err:
-            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise UMRError(f"{model}: cannot load question generator ({first_line})") from None
+        self.model, self.tokenizer = load_pretrained(model, "question generator", AutoModelForSeq2SeqLM, dtype=torch_dtype)
         self.model.to(self.device).eval()
 
     @torch.inference_mode()
