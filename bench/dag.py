@@ -75,13 +75,16 @@ def run(configfile: str | Path, workdir: Path | None = None, cores: int = 2) -> 
         workdir = Path(tmp)
     try:
         workdir.mkdir(parents=True, exist_ok=True)
-        print(f"[dag] full run of {configfile} in {workdir} ...", flush=True)
+        # With --workdir on a finished run, the full run has nothing to do: its time is then not
+        # measured here (None), only the variant's.
+        pending = scheduled_jobs((lambda d: d.stdout + d.stderr)(snakemake(workdir, [configfile], "-n", cores=cores)))
+        print(f"[dag] full run of {configfile} in {workdir}: {len(pending)} jobs ...", flush=True)
         start = time.perf_counter()
         done = snakemake(workdir, [configfile], "--quiet", "rules", cores=cores)
-        full_s = time.perf_counter() - start
+        full_s = time.perf_counter() - start if pending else None
         if done.returncode != 0:
             raise RuntimeError(f"full run failed:\n{done.stderr[-4000:]}")
-        print(f"[dag] full run: {full_s:.0f} s", flush=True)
+        print(f"[dag] full run: {f'{full_s:.0f} s' if full_s else 'already complete in --workdir, not timed'}", flush=True)
 
         extra = workdir / "tau-variant.yaml"
         extra.write_text(json.dumps({"ablations": {"temperature": list(config["ablations"]["temperature"]) + [tau]}}) + "\n")
@@ -109,8 +112,9 @@ def run(configfile: str | Path, workdir: Path | None = None, cores: int = 2) -> 
         variant_s = time.perf_counter() - start
         if done.returncode != 0:
             raise RuntimeError(f"variant run failed:\n{done.stderr[-4000:]}")
-        print(f"[dag] variant run: {variant_s:.0f} s (full run {full_s:.0f} s)", flush=True)
-        return {"configfile": str(configfile), "cores": cores, "full_run_s": full_s, "temperature": tau,
+        print(f"[dag] variant run: {variant_s:.0f} s", flush=True)
+        return {"configfile": str(configfile), "cores": cores, "full_run_s": full_s, "full_run_jobs": len(pending),
+                "temperature": tau,
                 "variant_jobs": counts, "variant_job_outputs": jobs, "variant_jobs_ok": ok,
                 "foreign_rules": foreign, "outputs_outside_variant": not_own, "variant_run_s": variant_s}
     finally:
