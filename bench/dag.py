@@ -134,7 +134,8 @@ def main() -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"full DAG {result['full_run_s']:.0f} s; τ={result['temperature']} variant {result['variant_run_s']:.0f} s; "
+    full = f"{result['full_run_s']:.0f} s" if result["full_run_s"] else "not timed (finished --workdir)"
+    print(f"full DAG {full}; τ={result['temperature']} variant {result['variant_run_s']:.0f} s; "
           f"only the variant's jobs: {result['variant_jobs_ok']}")
     return 0 if result["variant_jobs_ok"] else 1
 
