@@ -207,8 +207,8 @@ def fold_temperature(model: BertModel, temperature: float) -> None:
     over passages is nearly uniform and the KL loss first has to blow up the embedding
     scale, wrecking what pre-training learned. Scaling by 1/sqrt(τ) on each side keeps
     every ranking and gives the student the distribution it was trained to produce
-    (measured on the default toy, one UMR iteration from R@2kt 34.6: 10.9 unscaled,
-    31.1 scaled).
+    (measured on the default toy before its tokenizer was made deterministic: one UMR
+    iteration from R@2kt 34.6 gave 10.9 unscaled, 31.1 scaled).
     """
     scale = temperature**-0.5
     norm = model.encoder.layer[-1].output.LayerNorm
@@ -305,8 +305,9 @@ def prefix_lm(ids: Sequence[int], rng: random.Random, eos: int, max_input: int, 
 
 
 # Share of examples per unsupervised objective. Measured on the default toy (1500 steps,
-# reranking the tiny retriever's dev top-60): with this mix the LM learns to copy names
-# across languages and reranking beats the retriever (R@2kt 34.6 -> 40.9); mixes built on
+# reranking the tiny retriever's dev top-60, on the toy build before its tokenizer was made
+# deterministic): with this mix the LM learns to copy names across languages and reranking
+# beats the retriever (R@2kt 34.6 -> 40.9; the current build: 34.0 -> 40.0); mixes built on
 # span corruption, prefix LM, gap sentences or random cross-lingual sentences never learned
 # to copy and ranked *below* the retriever (19-29), as did 300-800 steps of this mix.
 OBJECTIVES = {"anchored sentence": 0.6, "title": 0.2, "span corruption": 0.2}
