@@ -96,8 +96,8 @@ def rows(r: dict) -> list[list[str]]:
         g = r["dag"]
         full = g["full_run_s"]
         out.append(["5. Toy DAG wall time, s (full run -> one extra τ variant)",
-                    f"{full:.0f}" if full else "(finished run in --dag-workdir: not timed)",
-                    f"{g['variant_run_s']:.0f}", _x(full / g["variant_run_s"]) if full else "-", "-",
+                    "(finished run in --dag-workdir: not timed)" if full is None else f"{full:.0f}",
+                    f"{g['variant_run_s']:.0f}", "-" if full is None else _x(full / g["variant_run_s"]), "-",
                     f"variant jobs only its own: {'ok' if g['variant_jobs_ok'] else 'FAIL'} "
                     f"({', '.join(f'{k} {v}' for k, v in g['variant_jobs'].items())})"])
     return out

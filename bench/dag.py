@@ -77,14 +77,16 @@ def run(configfile: str | Path, workdir: Path | None = None, cores: int = 2) -> 
         workdir.mkdir(parents=True, exist_ok=True)
         # With --workdir on a finished run, the full run has nothing to do: its time is then not
         # measured here (None), only the variant's.
-        pending = scheduled_jobs((lambda d: d.stdout + d.stderr)(snakemake(workdir, [configfile], "-n", cores=cores)))
+        dry = snakemake(workdir, [configfile], "-n", cores=cores)
+        pending = scheduled_jobs(dry.stdout + dry.stderr)
         print(f"[dag] full run of {configfile} in {workdir}: {len(pending)} jobs ...", flush=True)
         start = time.perf_counter()
         done = snakemake(workdir, [configfile], "--quiet", "rules", cores=cores)
         full_s = time.perf_counter() - start if pending else None
         if done.returncode != 0:
             raise RuntimeError(f"full run failed:\n{done.stderr[-4000:]}")
-        print(f"[dag] full run: {f'{full_s:.0f} s' if full_s else 'already complete in --workdir, not timed'}", flush=True)
+        print(f"[dag] full run: {'already complete in --workdir, not timed' if full_s is None else f'{full_s:.0f} s'}",
+              flush=True)
 
         extra = workdir / "tau-variant.yaml"
         extra.write_text(json.dumps({"ablations": {"temperature": list(config["ablations"]["temperature"]) + [tau]}}) + "\n")
@@ -134,7 +136,7 @@ def main() -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    full = f"{result['full_run_s']:.0f} s" if result["full_run_s"] else "not timed (finished --workdir)"
+    full = "not timed (finished --workdir)" if result["full_run_s"] is None else f"{result['full_run_s']:.0f} s"
     print(f"full DAG {full}; τ={result['temperature']} variant {result['variant_run_s']:.0f} s; "
           f"only the variant's jobs: {result['variant_jobs_ok']}")
     return 0 if result["variant_jobs_ok"] else 1

@@ -16,10 +16,10 @@ from umr.plan import default_distill, default_genq, default_rerank, evaluations,
 os.environ.update(
     PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
     PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")])),
+    # How often distillation checkpoints changes no result, so it is not a rule param (a changed
+    # param would rerun every distill job); `python -m umr.distill` reads it from here.
+    UMR_CHECKPOINT_EVERY=str(config["umr"]["distill"]["checkpoint_every"]),
 )
-# How often distillation checkpoints changes no result, so it is not a rule param (a changed
-# param would rerun every distill job); `python -m umr.distill` reads it from the environment.
-os.environ.update(UMR_CHECKPOINT_EVERY=str(config["umr"]["distill"]["checkpoint_every"]))
 
 TASKS = ("xor_retrieve", "xor_full")
 SPLITS = ("train", "dev")

@@ -35,7 +35,7 @@ from umr.records import Passage
 QUERY_DIR, PASSAGE_DIR = "query_encoder", "passage_encoder"
 
 
-def load_pretrained(name_or_path: str, what: str, model_class: type = AutoModel,
+def load_pretrained(name_or_path: str, what: str = "model", model_class: type = AutoModel,
                     **kwargs: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A model and its tokenizer by hub name or local directory; a bad checkpoint is a one-line UMRError.
 
@@ -55,11 +55,6 @@ def load_pretrained(name_or_path: str, what: str, model_class: type = AutoModel,
     return model, tokenizer
 
 
-def load_checkpoint(name_or_path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load one encoder and its tokenizer by hub name or local directory."""
-    return load_pretrained(name_or_path, "model")
-
-
 @dataclass
 class DualEncoder:
     """Query and passage encoders plus the tokenizer they share."""
@@ -73,12 +68,12 @@ class DualEncoder:
     def load(cls, name_or_path: str, max_length: int = 256) -> "DualEncoder":
         path = Path(name_or_path)
         if (path / QUERY_DIR).is_dir() and (path / PASSAGE_DIR).is_dir():
-            query_model, tokenizer = load_checkpoint(str(path / QUERY_DIR))
-            passage_model, _ = load_checkpoint(str(path / PASSAGE_DIR))
+            query_model, tokenizer = load_pretrained(str(path / QUERY_DIR))
+            passage_model, _ = load_pretrained(str(path / PASSAGE_DIR))
         else:
             # Untied copies of one checkpoint, as UMR starts from mContriever.
-            query_model, tokenizer = load_checkpoint(name_or_path)
-            passage_model, _ = load_checkpoint(name_or_path)
+            query_model, tokenizer = load_pretrained(name_or_path)
+            passage_model, _ = load_pretrained(name_or_path)
         return cls(query_model, passage_model, tokenizer, max_length)
 
     def save(self, out_dir: str | Path) -> None:

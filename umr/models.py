@@ -85,16 +85,11 @@ def learn_wordpiece_vocab(words: Counter[str], alphabet: Sequence[str], vocab_si
     two runs with the same seed got different vocabularies. Here ties go to the
     lexicographically smallest pair, so the vocabulary is a function of the corpus alone.
     """
-    pieces = list(dict.fromkeys([*alphabet, *(f"##{c}" for c in alphabet)]))
-    known = set(pieces)
     types = sorted(words)
     freq = [words[w] for w in types]
     symbols = [[w[0], *(f"##{c}" for c in w[1:])] for w in types]
-    for word in symbols:
-        for piece in word:
-            if piece not in known:
-                known.add(piece)
-                pieces.append(piece)
+    # An insertion-ordered dict: the vocabulary in order, with set-speed membership.
+    pieces = dict.fromkeys([*alphabet, *(f"##{c}" for c in alphabet), *(p for word in symbols for p in word)])
     pair_count: Counter[tuple[str, str]] = Counter()
     where: dict[tuple[str, str], set[int]] = defaultdict(set)
     for i, word in enumerate(symbols):
@@ -111,9 +106,7 @@ def learn_wordpiece_vocab(words: Counter[str], alphabet: Sequence[str], vocab_si
             break
         left, right = pair
         merged = left + right[2:]
-        if merged not in known:
-            known.add(merged)
-            pieces.append(merged)
+        pieces.setdefault(merged)
         changed: set[tuple[str, str]] = set()
         for i in sorted(where.pop(pair, ())):
             word = symbols[i]
@@ -138,7 +131,7 @@ def learn_wordpiece_vocab(words: Counter[str], alphabet: Sequence[str], vocab_si
                 heapq.heappush(heap, (-pair_count[p], p))
             else:
                 pair_count.pop(p, None)
-    return pieces
+    return list(pieces)
 
 
 def train_wordpiece(texts: Sequence[str], vocab_size: int) -> PreTrainedTokenizerFast:
