@@ -1,7 +1,7 @@
 """Item 5: the DAG level. `python -m bench.dag [--configfile CONFIG]`.
 
 In a fresh temporary work directory: runs the whole DAG of CONFIG (default: the
-repo's config.yaml, about a quarter of an hour on two cores) and prints its wall
+repo's config.yaml, about half an hour on two cores) and prints its wall
 time; then adds one teacher-temperature (τ) variant to the ablation grid and prints
 (a) the jobs `snakemake -n` schedules for it, which must be only that variant's own
 distill / encode / index / retrieve / evaluate jobs plus the tables, plots and

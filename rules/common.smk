@@ -8,7 +8,7 @@ import sys
 
 from umr.lineage import (BM25_NODE, CONTRASTIVE_TAG, GENQ_TAG, NAME, RETRIEVER_NODE, UMR_NODE, ContrastiveSpec,
                          DistillSpec, GenQSpec, Node, RerankSpec, score_cache_sources)
-from umr.plan import default_distill, default_genq, default_rerank, evaluations, planned_reranks
+from umr.plan import default_distill, default_genq, default_rerank, evaluations, planned_reranks, report_rerank
 
 # Stages run as `python -m umr.<stage>`. `python` is the interpreter running Snakemake
 # (its venv's bin first on PATH) unless `--sdm conda` activates a rule's env, and

@@ -33,6 +33,7 @@ rule metrics:
     params:
         display=display_names(),
         default_rerank=default_rerank(config).tag,
+        report_rerank=report_rerank(config).tag,
         default_distill=default_distill(config).tag,
         default_genq=default_genq_tags(),
     log:
@@ -42,4 +43,5 @@ rule metrics:
     shell:
         "python -m umr.metrics --evals {input} "
         "--display {params.display:q} --default-rerank {params.default_rerank} "
+        "--report-rerank {params.report_rerank} "
         "--default-distill {params.default_distill} --default-genq {params.default_genq} --out {output} > {log} 2>&1"

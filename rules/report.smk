@@ -40,6 +40,7 @@ for table_id in TABLES:
             spec=spec.to_json(),
             display=display_names(),
             default_rerank=default_rerank(config).tag,
+            report_rerank=report_rerank(config).tag,
             default_distill=default_distill(config).tag,
         log:
             f"results/{{dataset}}/logs/tables/{table_id}.log",
@@ -48,7 +49,7 @@ for table_id in TABLES:
         shell:
             "python -m umr.tables --table {params.table} --spec {params.spec:q} --evals {input} "
             "--display {params.display:q} "
-            "--default-rerank {params.default_rerank} --default-distill {params.default_distill} "
+            "--default-rerank {params.default_rerank} --report-rerank {params.report_rerank} --default-distill {params.default_distill} "
             "--out-md {output.md} --out-csv {output.csv} --out-tex {output.tex} --out-html {output.html} > {log} 2>&1"
 
 

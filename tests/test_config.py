@@ -34,6 +34,8 @@ def test_repository_config_is_valid():
     ({"languages": ["ru", "xx"]}, "languages.1"),
     ({"umr": {"rerank": {"top_k": 4}}}, "umr.distill.passages_per_question"),
     ({"umr": {"rerank": {"top_k": 500}}}, "umr.rerank.top_k"),
+    ({"umr": {"rerank": {"report_top_k": 500}}}, "umr.rerank.report_top_k"),
+    ({"umr": {"rerank": {"report_top_k": 0}}}, "umr.rerank.report_top_k"),
     ({"retrieval": {"shards": 0}}, "retrieval.shards"),
     ({"umr": {"distill": {"in_batch_negatives": "yes"}}}, "umr.distill.in_batch_negatives"),
     ({"umr": {"distill": {"tempreature": 0.1}}}, "umr.distill.tempreature"),

@@ -3,7 +3,8 @@
 The three claims of the method that the toy must reproduce (issue 2), on XOR-Retrieve
 dev, R@2kt averaged over languages:
   * reranking the initial retriever's top-k with the LM beats the initial retriever;
-  * the iteration-1 UMR retriever, distilled from those scores, beats the initial retriever;
+  * the iteration-1 UMR retriever, distilled from those scores, beats the initial retriever
+    (asserted: a gain; the issue's +5 points is an xfail that names the measured gap);
   * a control whose teacher scores are negated ends below the initial retriever.
 The test runs config.yaml's main UMR chain as it is (same benchmark, models and
 settings, so the same numbers as `make toy`), on XOR-Retrieve only and without the
@@ -48,13 +49,18 @@ def test_reranking_the_initial_retriever_helps(toy_metrics):
     assert toy_metrics["mContriever + rerank"] >= toy_metrics["mContriever"] + MARGIN, toy_metrics
 
 
-# Known gap, measured on the default toy (README, "Toy results"): distilling the reranker's
-# scores does not carry its +6 points over to the student; iteration 1 ends at 33.7 against the
-# initial retriever's 34.0. Not strict, so that a fix shows up as XPASS rather than failing CI.
 @pytest.mark.dag
-@pytest.mark.xfail(strict=False, reason="known gap (issue 2): UMR iteration 1 does not beat the initial "
-                                        "retriever on the toy (R@2kt 33.7 vs 34.0)")
-def test_umr_iteration_1_beats_the_initial_retriever(toy_metrics):
+def test_umr_iteration_1_improves_on_the_initial_retriever(toy_metrics):
+    assert toy_metrics["UMR"] > toy_metrics["mContriever"], toy_metrics
+
+
+# Known gap, measured on the default toy (README, "Toy results"): the student keeps most but not
+# all of the reranker's gain; iteration 1 ends at 38.6 against the initial retriever's 34.0.
+# Not strict, so that a fix shows up as XPASS rather than failing CI.
+@pytest.mark.dag
+@pytest.mark.xfail(strict=False, reason="known gap (issue 2): UMR iteration 1 gains less than 5 points "
+                                        "on the toy (R@2kt 38.6 vs 34.0, +4.6)")
+def test_umr_iteration_1_beats_the_initial_retriever_by_the_margin(toy_metrics):
     assert toy_metrics["UMR"] >= toy_metrics["mContriever"] + MARGIN, toy_metrics
 
 

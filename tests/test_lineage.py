@@ -6,7 +6,8 @@ import pytest
 
 from umr.config import validate_config
 from umr.lineage import DistillSpec, Node, RerankSpec, score_cache_sources
-from umr.plan import evaluations, planned_reranks, umr_chain
+from umr.metrics import describe
+from umr.plan import default_rerank, evaluations, planned_reranks, report_rerank, umr_chain
 
 
 @pytest.mark.parametrize("spec", [
@@ -64,3 +65,24 @@ def test_plan_covers_the_papers_rows_and_only_needed_reranks():
     needed = {(t, n, s) for t, n, s in planned_reranks(config) if t == "xor_retrieve"}
     assert needed == {("xor_retrieve", chain[0].reranked(rerank), "train"), ("xor_retrieve", chain[1].reranked(rerank), "train"),
                       ("xor_retrieve", chain[0].reranked(rerank), "dev"), ("xor_retrieve", chain[2].reranked(rerank), "dev")}
+
+
+def test_report_top_k_sets_the_depth_of_the_rerank_rows_only():
+    config = validate_config({"umr": {"rerank": {"top_k": 10, "report_top_k": 60}, "distill": {"passages_per_question": 8}}})
+    chain = umr_chain(config)
+    trained, reported = RerankSpec("mt5", top_k=10), RerankSpec("mt5", top_k=60)
+    assert chain[1] == Node("mcontriever").child(trained, chain[1].steps[-1][1])  # UMR trains on the top-10
+    nodes = {e.node for e in evaluations(config) if e.task == "xor_retrieve"}
+    assert {chain[0].reranked(reported), chain[2].reranked(reported)} <= nodes
+    assert chain[0].reranked(trained) not in nodes
+    needed = {(n, s) for t, n, s in planned_reranks(config) if t == "xor_retrieve"}
+    assert needed == {(chain[0].reranked(trained), "train"), (chain[1].reranked(trained), "train"),
+                      (chain[0].reranked(reported), "dev"), (chain[2].reranked(reported), "dev")}
+    # The "+ rerank" rows at the reported depth are the default, not a top_k variant.
+    row = describe(chain[0].reranked(reported), {"mcontriever": "mContriever"}, default_rerank(config), None,
+                   report_rerank=report_rerank(config))
+    assert (row["system"], row["variant"], row["rerank_top_k"]) == ("mContriever + rerank", "default", 60)
+    assert describe(chain[0].reranked(trained), {}, default_rerank(config), None,
+                    report_rerank=report_rerank(config))["variant"] == "top_k=10"
+    # null: the training depth, as in the paper.
+    assert report_rerank(validate_config({})) == default_rerank(validate_config({}))

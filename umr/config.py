@@ -106,6 +106,9 @@ def _check_cross_keys(config: dict) -> None:
     if rerank["top_k"] > config["retrieval"]["top_k"]:
         raise ConfigError(f"config key 'umr.rerank.top_k': {rerank['top_k']} is larger than retrieval.top_k "
                           f"({config['retrieval']['top_k']}), the passages each run keeps")
+    if (rerank["report_top_k"] or 0) > config["retrieval"]["top_k"]:
+        raise ConfigError(f"config key 'umr.rerank.report_top_k': {rerank['report_top_k']} is larger than "
+                          f"retrieval.top_k ({config['retrieval']['top_k']}), the passages each run keeps")
     if distill["passages_per_question"] > rerank["top_k"]:
         raise ConfigError(f"config key 'umr.distill.passages_per_question': {distill['passages_per_question']} is larger "
                           f"than umr.rerank.top_k ({rerank['top_k']}), the reranked passages it samples from")

@@ -55,8 +55,13 @@ def _describe_mgenq(node: Node, final_rerank: RerankSpec | None,
 
 def describe(task_relative: str, display: dict[str, str], default_rerank: RerankSpec | None,
              default_distill: DistillSpec | None,
-             default_genq: tuple[GenQSpec, ContrastiveSpec] | None = None) -> dict:
-    """System, variant, iteration and settings of an evaluated node path (`<node>[/rr-<tag>]`)."""
+             default_genq: tuple[GenQSpec, ContrastiveSpec] | None = None,
+             report_rerank: RerankSpec | None = None) -> dict:
+    """System, variant, iteration and settings of an evaluated node path (`<node>[/rr-<tag>]`).
+
+    A variant is named by its differences from the defaults: `default_rerank` for the
+    rerankings a node was trained from, `report_rerank` (else `default_rerank`) for a
+    final "+ rerank"."""
     if task_relative.strip("/") == BM25_NODE:
         return {"system": "BM25", "variant": "default", "iteration": 0, "reranked": False,
                 **dict.fromkeys(SETTING_COLUMNS, "")}
@@ -83,9 +88,10 @@ def describe(task_relative: str, display: dict[str, str], default_rerank: Rerank
     if node.steps:
         row |= {k: v for k, v in asdict(node.steps[-1][1]).items()}
     changes: list[str] = []
-    for r, d in list(node.steps) + ([(final_rerank, None)] if final_rerank else []):
-        if default_rerank and r != default_rerank:
-            changes += [f"{k}={v}" for k, v in asdict(r).items() if getattr(default_rerank, k) != v]
+    final = [(final_rerank, None, report_rerank or default_rerank)] if final_rerank else []
+    for r, d, reference in [(r, d, default_rerank) for r, d in node.steps] + final:
+        if reference and r != reference:
+            changes += [f"{k}={v}" for k, v in asdict(r).items() if getattr(reference, k) != v]
         if default_distill and d is not None:
             changes += [f"{k}={v}" for k, v in asdict(d).items()
                         if getattr(default_distill, k) != v and k != "negate_teacher"]
@@ -95,7 +101,8 @@ def describe(task_relative: str, display: dict[str, str], default_rerank: Rerank
 
 def collect(eval_files: Sequence[str | Path], results_dir: str | Path, display: dict[str, str],
             default_rerank: RerankSpec | None = None, default_distill: DistillSpec | None = None,
-            default_genq: tuple[GenQSpec, ContrastiveSpec] | None = None) -> list[dict]:
+            default_genq: tuple[GenQSpec, ContrastiveSpec] | None = None,
+            report_rerank: RerankSpec | None = None) -> list[dict]:
     results_dir = Path(results_dir)
     rows = []
     for path in map(Path, eval_files):
@@ -107,7 +114,7 @@ def collect(eval_files: Sequence[str | Path], results_dir: str | Path, display: 
         task, node_parts = relative.parts[0], relative.parts[1:-2]
         if relative.parts[-2] != "eval" or not node_parts:
             raise UMRError(f"{path}: not an evaluation output (<task>/<node>/eval/<split>.csv)")
-        info = describe("/".join(node_parts), display, default_rerank, default_distill, default_genq)
+        info = describe("/".join(node_parts), display, default_rerank, default_distill, default_genq, report_rerank)
         with open(path, encoding="utf-8", newline="") as handle:
             for rec in csv.DictReader(handle):
                 if rec["task"] != task:
@@ -140,6 +147,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--evals", nargs="+", required=True, help="evaluation CSVs (<task>/<node>/eval/<split>.csv)")
     p.add_argument("--display", nargs="*", default=[], help="model display names, NAME=Display")
     p.add_argument("--default-rerank", help="tag of the default reranking (variants are named by their differences)")
+    p.add_argument("--report-rerank", help="tag of the default final reranking, the \"+ rerank\" rows "
+                   "(default: --default-rerank)")
     p.add_argument("--default-distill", help="tag of the default distillation")
     p.add_argument("--default-genq", help="tags of the default mGenQ generation and training (genq-<tag>/ct-<tag>)")
     p.add_argument("--out", required=True)
@@ -151,7 +160,8 @@ def _main(args: argparse.Namespace) -> None:
     rows = collect(args.evals, args.results_dir or Path(args.out).parent, display,
                    RerankSpec.parse(args.default_rerank) if args.default_rerank else None,
                    DistillSpec.parse(args.default_distill) if args.default_distill else None,
-                   parse_genq_tags(args.default_genq) if args.default_genq else None)
+                   parse_genq_tags(args.default_genq) if args.default_genq else None,
+                   RerankSpec.parse(args.report_rerank) if args.report_rerank else None)
     write_metrics(args.out, rows)
     log.info("wrote %s (%d rows from %d evaluations)", args.out, len(rows), len(args.evals))
 

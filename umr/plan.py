@@ -6,7 +6,7 @@ runs, reranking, distillation) follows from the lineage paths.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from umr.baselines.prompts import template_key
 from umr.errors import ConfigError, UMRError
@@ -25,6 +25,12 @@ class Evaluation:
 def default_rerank(config: dict) -> RerankSpec:
     r = config["umr"]["rerank"]
     return RerankSpec(r["reranker"], r["template"], r["aggregation"], r["top_k"])
+
+
+def report_rerank(config: dict) -> RerankSpec:
+    """The reranking of the "+ rerank" rows: the default one, umr.rerank.report_top_k deep."""
+    spec, depth = default_rerank(config), config["umr"]["rerank"]["report_top_k"]
+    return replace(spec, top_k=depth) if depth else spec
 
 
 def default_distill(config: dict, **changes) -> DistillSpec:
@@ -78,13 +84,13 @@ def umr_chain(config: dict) -> list[Node]:
 
 def evaluations(config: dict) -> list[Evaluation]:
     """Every run the configuration reports, main lineage first."""
-    rerank = default_rerank(config)
+    rerank, reported = default_rerank(config), report_rerank(config)
     out: list[Evaluation] = []
     for task in config["umr"]["tasks"]:
         chain = umr_chain(config)
         nodes = [n.path for n in chain]
         # The paper's reranking rows: the initial retriever and the last iteration, reranked.
-        nodes += [chain[0].reranked(rerank), chain[-1].reranked(rerank)]
+        nodes += [chain[0].reranked(reported), chain[-1].reranked(reported)]
         if config["umr"]["control_negated_teacher"]:
             nodes.append(chain[0].child(rerank, default_distill(config, negate_teacher=True)).path)
         if config["baselines"]["bm25"]["enabled"]:

@@ -43,7 +43,7 @@ from umr import ablations as ablations_mod
 from umr.errors import UMRError
 from umr.io import atomic_file, log, run_cli
 from umr.lineage import DistillSpec, RerankSpec
-from umr.plan import Evaluation, default_rerank, evaluations, umr_chain
+from umr.plan import Evaluation, evaluations, report_rerank, umr_chain
 from umr.supplied import is_supplied, supplied_node
 
 PAPER_SCORES = Path(__file__).resolve().parent / "resources" / "paper_scores.yaml"
@@ -167,7 +167,7 @@ def _main_chain_spec(config: dict, table_id: str) -> TableSpec:
     split = config["eval_splits"][0]
     paper = config["benchmark"] == "xor-tydi"
     chain = umr_chain(config)
-    rerank = default_rerank(config)
+    rerank = report_rerank(config)  # the "+ rerank" rows
     initial = _display(config).get(chain[0].root, chain[0].root)
     n = len(chain) - 1
     notes = [] if paper else [TOY_NOTE]
@@ -555,7 +555,8 @@ def _supplied_rows(path: Path, relative: Path) -> list[dict]:
 
 
 def collect_rows(evals: Sequence[str | Path], results_dir: str | Path | None, display: Sequence[str],
-                 default_rerank_tag: str | None, default_distill_tag: str | None) -> list[dict]:
+                 default_rerank_tag: str | None, default_distill_tag: str | None,
+                 report_rerank_tag: str | None = None) -> list[dict]:
     """Metrics rows of some evaluation files, exactly as `rule metrics` makes them.
 
     Supplied runs (`<task>/supplied/<name>`, not lineage nodes) get rows of their own.
@@ -574,7 +575,8 @@ def collect_rows(evals: Sequence[str | Path], results_dir: str | Path | None, di
         (supplied if len(relative.parts) > 2 and is_supplied("/".join(relative.parts[1:-2])) else ours).append(path)
     rows = collect(ours, results_dir, dict(item.split("=", 1) for item in display),
                    RerankSpec.parse(default_rerank_tag) if default_rerank_tag else None,
-                   DistillSpec.parse(default_distill_tag) if default_distill_tag else None) if ours else []
+                   DistillSpec.parse(default_distill_tag) if default_distill_tag else None,
+                   report_rerank=RerankSpec.parse(report_rerank_tag) if report_rerank_tag else None) if ours else []
     for path in supplied:
         rows += _supplied_rows(path, path.relative_to(results_dir))
     return rows
@@ -592,6 +594,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir", help="results/<dataset> (with --evals; default: read off their paths)")
     p.add_argument("--display", nargs="*", default=[], help="model display names, NAME=Display (with --evals)")
     p.add_argument("--default-rerank", help="tag of the default reranking (with --evals)")
+    p.add_argument("--report-rerank", help="tag of the default \"+ rerank\" reranking (with --evals; default: --default-rerank)")
     p.add_argument("--default-distill", help="tag of the default distillation (with --evals)")
     p.add_argument("--out-md")
     p.add_argument("--out-csv")
@@ -614,7 +617,8 @@ def _main(args: argparse.Namespace) -> None:
     if args.metrics:
         rows = read_metrics(args.metrics)
     else:
-        rows = collect_rows(args.evals, args.results_dir, args.display, args.default_rerank, args.default_distill)
+        rows = collect_rows(args.evals, args.results_dir, args.display, args.default_rerank, args.default_distill,
+                           args.report_rerank)
     outs = [args.out_md, args.out_csv, args.out_tex]
     html_out = args.out_html
     if args.out_dir:
