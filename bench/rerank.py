@@ -6,8 +6,8 @@ log-likelihood of the label tokens ("Question: ..." and </s>) given instruction 
 passage, with the same template and truncation (512 / 128 tokens).
 
 Candidates: questions of one language (a rerank job is one language and chunk) of the
-toy XOR-Full training split, k = 60 passages each (config.yaml umr.rerank.report_top_k; the paper reranks 100), from
-two runs:
+toy XOR-Full training split, k = 60 passages each (config.yaml umr.rerank.report_top_k;
+the paper reranks 100), from two runs:
 - `random`: k passages drawn at random per question: next to no passage is shared by
   two questions, so this is what batching alone buys;
 - `dense`: the top-k of the bench's dense retriever (item 4's shard indexes), as a

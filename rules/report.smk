@@ -49,7 +49,8 @@ for table_id in TABLES:
         shell:
             "python -m umr.tables --table {params.table} --spec {params.spec:q} --evals {input} "
             "--display {params.display:q} "
-            "--default-rerank {params.default_rerank} --report-rerank {params.report_rerank} --default-distill {params.default_distill} "
+            "--default-rerank {params.default_rerank} --report-rerank {params.report_rerank} "
+            "--default-distill {params.default_distill} "
             "--out-md {output.md} --out-csv {output.csv} --out-tex {output.tex} --out-html {output.html} > {log} 2>&1"
 
 

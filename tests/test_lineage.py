@@ -68,7 +68,8 @@ def test_plan_covers_the_papers_rows_and_only_needed_reranks():
 
 
 def test_report_top_k_sets_the_depth_of_the_rerank_rows_only():
-    config = validate_config({"umr": {"rerank": {"top_k": 10, "report_top_k": 60}, "distill": {"passages_per_question": 8}}})
+    config = validate_config({"umr": {"rerank": {"top_k": 10, "report_top_k": 60},
+                                      "distill": {"passages_per_question": 8}}})
     chain = umr_chain(config)
     trained, reported = RerankSpec("mt5", top_k=10), RerankSpec("mt5", top_k=60)
     assert chain[1] == Node("mcontriever").child(trained, chain[1].steps[-1][1])  # UMR trains on the top-10

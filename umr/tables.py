@@ -594,7 +594,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir", help="results/<dataset> (with --evals; default: read off their paths)")
     p.add_argument("--display", nargs="*", default=[], help="model display names, NAME=Display (with --evals)")
     p.add_argument("--default-rerank", help="tag of the default reranking (with --evals)")
-    p.add_argument("--report-rerank", help="tag of the default \"+ rerank\" reranking (with --evals; default: --default-rerank)")
+    p.add_argument("--report-rerank", help="tag of the default \"+ rerank\" reranking "
+                   "(with --evals; default: --default-rerank)")
     p.add_argument("--default-distill", help="tag of the default distillation (with --evals)")
     p.add_argument("--out-md")
     p.add_argument("--out-csv")
