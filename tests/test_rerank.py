@@ -93,3 +93,57 @@ def test_non_finite_scores_fail_loudly(tiny_lm, pairs, monkeypatch):
 def test_missing_model_directory_is_a_one_line_error(tmp_path):
     with pytest.raises(UMRError, match="reranker directory not found"):
         Reranker(str(tmp_path / "nope"))
+
+
+def stock_scores(model_dir, reranker: Reranker, pairs) -> np.ndarray:
+    """`reference_scores` with the unmodified Hugging Face model (no `optimise_for_inference`)."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    stock = Reranker.__new__(Reranker)
+    stock.__dict__.update(reranker.__dict__)
+    stock.model = AutoModelForSeq2SeqLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    return reference_scores(stock, pairs)
+
+
+@pytest.mark.parametrize("batch_tokens", [300, 100_000])
+def test_optimised_model_scores_equal_the_stock_model(tiny_lm, pairs, batch_tokens):
+    reranker = Reranker(str(tiny_lm), batch_tokens=batch_tokens)
+    np.testing.assert_allclose(reranker.score(pairs, progress=False), stock_scores(tiny_lm, reranker, pairs),
+                               atol=1e-5, rtol=0)
+
+
+def test_packed_cross_attention_equals_one_encoder_state_per_row(tiny_lm):
+    """SharedSources: distinct inputs of several lengths, each read by 1-3 rows, as the stock decoder sees them."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    from umr.fastlm import SharedSources
+
+    stock = AutoModelForSeq2SeqLM.from_pretrained(str(tiny_lm), dtype=torch.float32).eval()
+    fast = Reranker(str(tiny_lm)).model
+    gen = torch.Generator().manual_seed(0)
+    lengths, counts = [5, 5, 5, 9, 9, 14], [1, 1, 3, 2, 2, 1]
+    states = [torch.randn(n, stock.config.d_model, generator=gen) for n in lengths]
+    labels = torch.randint(0, stock.config.vocab_size, (sum(counts), 7), generator=gen)
+    with torch.inference_mode():
+        got = fast.get_decoder()(input_ids=labels, encoder_hidden_states=torch.cat(states)[None], use_cache=False,
+                                 shared_sources=SharedSources(lengths, counts)).last_hidden_state
+        row = 0
+        for state, n in zip(states, counts):
+            want = stock.get_decoder()(input_ids=labels[row : row + n], encoder_hidden_states=state.expand(n, -1, -1),
+                                       use_cache=False).last_hidden_state
+            torch.testing.assert_close(got[row : row + n], want, atol=1e-5, rtol=0)
+            row += n
+
+
+@pytest.mark.parametrize("rows", [1, 63, 64, 1000, 1025, 2500])
+def test_onednn_linear_equals_linear(rows):
+    from umr.fastlm import OneDNNLinear, _onednn_linear_available
+
+    if not _onednn_linear_available():
+        pytest.skip("no oneDNN in this torch build")
+    linear = torch.nn.Linear(48, 40, bias=False)
+    x = torch.randn(rows, 3, 48)
+    with torch.inference_mode():
+        torch.testing.assert_close(OneDNNLinear(linear)(x), linear(x), atol=1e-5, rtol=0)
+        torch.testing.assert_close(OneDNNLinear(linear, "gelu_tanh")(x),
+                                   torch.nn.functional.gelu(linear(x), approximate="tanh"), atol=1e-5, rtol=0)

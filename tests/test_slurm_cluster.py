@@ -360,12 +360,18 @@ def test_site_profile_names_a_partition_the_cluster_lacks(slurm_cluster, tmp_pat
 
 
 def _fake_slurm_clients(bindir: Path, *, partitions: str, enforce: str, default_account: str) -> None:
-    """`sinfo`, `scontrol` and `sacctmgr` stand-ins answering like a site with these settings."""
+    """`sinfo`, `scontrol` and `sacctmgr` stand-ins answering like a site with these settings.
+
+    And an `squeue` that lists no job: the SLURM executor plugin refuses to start without a
+    status command, so without it these tests would pass only after the real cluster's tests
+    installed SLURM.
+    """
     bindir.mkdir()
     scripts = {
         "sinfo": f'case "$*" in *%G*) echo "gpu:a100:4";; *) printf \'{partitions}\';; esac',
         "scontrol": f"echo 'AccountingStorageEnforce = {enforce}'",
         "sacctmgr": f'case "$*" in *defaultaccount*) echo "{default_account}";; *) printf \'proj-a\\nproj-b\\n\';; esac',
+        "squeue": "exit 0",
     }
     for name, body in scripts.items():
         (bindir / name).write_text(f"#!/bin/sh\n{body}\n")

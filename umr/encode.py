@@ -29,6 +29,7 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTo
 
 from umr.corpus import Corpus
 from umr.errors import UMRError
+from umr.fastlm import use_onednn_linear
 from umr.io import PartsDir, atomic_file, log, path_identity, run_cli, set_threads
 from umr.records import Passage
 
@@ -240,6 +241,7 @@ def _main(args: argparse.Namespace) -> None:
     set_threads(args.threads)
     encoder = DualEncoder.load(args.retriever, args.max_length)
     encoder.passage_model.to(device_for(args.device))
+    use_onednn_linear(encoder.passage_model)  # inference only: the same products, faster on CPU
     with Corpus(args.corpus, args.offsets) as corpus:
         start, stop = encode_corpus_shard(encoder, corpus, args.shard, args.num_shards, args.out,
                                           args.batch_size, args.fp16)

@@ -210,16 +210,34 @@ def fold_temperature(model: BertModel, temperature: float) -> None:
         norm.bias.mul_(scale)
 
 
+def embed_by_length(model: BertModel, views: Sequence[Sequence[int]], pad_id: int, bucket_size: int) -> torch.Tensor:
+    """Mean-pooled embeddings of `views`, in their order, computed in buckets of similar length.
+
+    Random crops range from 10% to 50% of a passage, so one batch padded to its longest
+    crop is mostly padding; a bucket of neighbours in length is padded only to its own
+    longest. The loss still sees every view of the batch (one graph, one backward).
+    """
+    order = sorted(range(len(views)), key=lambda i: (len(views[i]), i))
+    parts = []
+    for start in range(0, len(order), bucket_size):
+        input_ids, mask = pad_batch([views[i] for i in order[start : start + bucket_size]], pad_id)
+        parts.append(mean_pool(model(input_ids=input_ids, attention_mask=mask).last_hidden_state, mask))
+    inverse = torch.empty(len(order), dtype=torch.long)
+    inverse[torch.tensor(order)] = torch.arange(len(order))
+    return torch.cat(parts)[inverse]
+
+
 def pretrain_retriever(texts: Sequence[tuple[str, str]], out_dir: str | Path, *, vocab_size: int, hidden: int, layers: int,
                        heads: int, intermediate: int, steps: int, batch_size: int, lr: float, temperature: float,
-                       seed: int, max_length: int = 256) -> None:
+                       seed: int, max_length: int = 256, dropout: float = 0.1, bucket_size: int = 32) -> None:
     """Build the tiny mContriever stand-in: tokenizer + BERT pre-trained on random-crop pairs."""
     seed_everything(seed)
     rng = random.Random(seed)
     texts = [f"{title} {text}" for title, text in texts]
     tokenizer = train_wordpiece(texts, vocab_size)
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=heads, intermediate_size=intermediate, max_position_embeddings=max_length)
+                        num_attention_heads=heads, intermediate_size=intermediate, max_position_embeddings=max_length,
+                        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     model = BertModel(config)  # the pooler is unused, but hub BERT checkpoints carry one
     docs = [ids for ids in tokenizer(list(texts), add_special_tokens=False, truncation=True,
                                      max_length=max_length - 2)["input_ids"] if len(ids) >= 8]
@@ -231,8 +249,7 @@ def pretrain_retriever(texts: Sequence[tuple[str, str]], out_dir: str | Path, *,
     for step in progress:
         batch = rng.sample(docs, batch_size)
         views = [[cls_id, *random_crop(d, rng, 0.1, 0.5), sep_id] for d in batch for _ in range(2)]
-        input_ids, mask = pad_batch(views, pad_id)
-        emb = mean_pool(model(input_ids=input_ids, attention_mask=mask).last_hidden_state, mask)
+        emb = embed_by_length(model, views, pad_id, bucket_size)
         first, second = emb[0::2], emb[1::2]
         logits = first @ second.T / temperature
         labels = torch.arange(batch_size)
@@ -300,7 +317,7 @@ def prefix_lm(ids: Sequence[int], rng: random.Random, eos: int, max_input: int, 
 # Share of examples per unsupervised objective. Measured on the default toy (1500 steps,
 # reranking the tiny retriever's dev top-60, on the toy build before its tokenizer was made
 # deterministic): with this mix the LM learns to copy names across languages and reranking
-# beats the retriever (R@2kt 34.6 -> 40.9; the current build: 34.0 -> 40.0); mixes built on
+# beats the retriever (R@2kt 34.6 -> 40.9; 2026-12-02 build: 32.0 -> 38.6); mixes built on
 # span corruption, prefix LM, gap sentences or random cross-lingual sentences never learned
 # to copy and ranked *below* the retriever (19-29), as did 300-800 steps of this mix.
 OBJECTIVES = {"anchored sentence": 0.6, "title": 0.2, "span corruption": 0.2}
@@ -335,7 +352,7 @@ def split_sentences(text: str) -> list[str]:
 def pretrain_lm(texts: Sequence[tuple[str, str]], out_dir: str | Path, *, vocab_size: int, d_model: int, layers: int, heads: int,
                 d_ff: int, steps: int, batch_size: int, lr: float, seed: int, max_input: int = 128,
                 max_target: int = 48, objectives: dict[str, float] | None = None,
-                label_smoothing: float = 0.1, snapshot_steps: Sequence[int] = ()) -> None:
+                label_smoothing: float = 0.1, dropout: float = 0.1, snapshot_steps: Sequence[int] = ()) -> None:
     """Build the tiny mT5-XL-LM-adapt stand-in from unlabelled passages.
 
     `snapshot_steps` also saves the model after those steps, in `<out_dir>.step-<N>`
@@ -355,6 +372,7 @@ def pretrain_lm(texts: Sequence[tuple[str, str]], out_dir: str | Path, *, vocab_
     tokenizer = train_lm_tokenizer([f"{title} {text}" for title, text in texts], vocab_size)
     config = MT5Config(vocab_size=len(tokenizer), d_model=d_model, d_kv=d_model // heads, d_ff=d_ff,
                        num_layers=layers, num_decoder_layers=layers, num_heads=heads, feed_forward_proj="gated-gelu",
+                       dropout_rate=dropout,
                        tie_word_embeddings=False, decoder_start_token_id=tokenizer.pad_token_id,
                        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     model = MT5ForConditionalGeneration(config)
@@ -439,6 +457,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--temperature", type=float, default=0.05, help="InfoNCE temperature (retriever)")
+    p.add_argument("--dropout", type=float, default=0.1, help="dropout rate during pre-training")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
     return p
@@ -449,7 +468,7 @@ def _main(args: argparse.Namespace) -> None:
     texts = collection_texts(args.corpus)
     log.info("training a tiny %s on %d passages", args.kind, len(texts))
     common = dict(vocab_size=args.vocab_size, layers=args.layers, heads=args.heads, steps=args.steps,
-                  batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+                  batch_size=args.batch_size, lr=args.lr, dropout=args.dropout, seed=args.seed)
     if args.kind == "retriever":
         pretrain_retriever(texts, args.out, hidden=args.hidden, intermediate=args.intermediate,
                            temperature=args.temperature, **common)

@@ -15,8 +15,11 @@ Pairs are scored in length-sorted batches across questions under a token budget;
 scores equal a one-pair-at-a-time loop (tests). Within a batch, pairs with the same
 encoder input (same passage, same question language: every pair of a rerank job
 whose passage another question also retrieved) share one encoder pass; encoder
-inputs are batched by exact length (no padding, no attention mask), and the LM
-head's log-softmax is taken only at real label positions, a few rows at a time.
+inputs are batched by exact length (no padding, no attention mask), the batch's
+pairs form one decoder call whose cross-attention reads the distinct inputs packed
+without padding, and the LM head's log-softmax is taken only at real label
+positions, a few rows at a time. The model itself is rewritten for inference by
+`umr.fastlm.optimise_for_inference` (the same function with fewer, faster kernels).
 A score is a pure function of (question, passage, reranker settings), so scores
 already computed by an earlier iteration or variant with the same settings are
 reused (`--cache`).
@@ -34,11 +37,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 from transformers import AutoModelForSeq2SeqLM
-from transformers.activations import GELUTanh, NewGELUActivation
 
 from umr.corpus import Corpus
 from umr.encode import device_for, load_pretrained, model_identity, shard_rows
 from umr.errors import UMRError
+# fuse_activations: re-exported (it lived here before umr.fastlm).
+from umr.fastlm import SharedSources, fuse_activations, optimise_for_inference  # noqa: F401
 from umr.io import PartsDir, atomic_file, fingerprint, log, parts_path, path_identity, run_cli, set_threads
 from umr.languages import language_name
 from umr.records import Passage, Question, Run, read_questions, read_trec_run, write_trec_run
@@ -63,13 +67,8 @@ AGGREGATIONS = ("mean", "sum")
 # Label positions whose vocabulary logits are materialised at once: a [rows, vocab]
 # block stays in cache, where a whole batch's [pairs, length, vocab] would not.
 LOGIT_ROWS = 256
-
-
-def fuse_activations(model: torch.nn.Module) -> None:
-    """Swap mT5's `gelu_new` (five element-wise kernels) for torch's one-kernel tanh GELU: the same function."""
-    for module in model.modules():
-        if isinstance(getattr(module, "act", None), NewGELUActivation):
-            module.act = GELUTanh()
+# Tokens per encoder call on CPU (`Reranker.encoder_tokens`): activations that stay in cache.
+CPU_ENCODER_TOKENS = 4096
 
 
 class Reranker:
@@ -90,10 +89,11 @@ class Reranker:
                        "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
         self.model, self.tokenizer = load_pretrained(model, "reranker", AutoModelForSeq2SeqLM, dtype=torch_dtype)
         self.model.to(self.device).eval()
-        fuse_activations(self.model)
+        optimise_for_inference(self.model)
         self.max_input_length = max_input_length
         self.max_label_length = max_label_length
         self.batch_tokens = batch_tokens
+        self.encoder_tokens = CPU_ENCODER_TOKENS if self.device.type == "cpu" else batch_tokens
 
     def encoder_text(self, passage: Passage, lang: str) -> str:
         return self.template.encoder.format(title=passage.title, text=passage.text, language=language_name(lang))
@@ -102,8 +102,12 @@ class Reranker:
         return self.template.label.format(question=question.text)
 
     def tokenize(self, pairs: Sequence[tuple[Question, Passage]]) -> tuple[list[list[int]], list[list[int]]]:
-        sources = self.tokenizer([self.encoder_text(p, q.lang) for q, p in pairs], truncation=True,
-                                 max_length=self.max_input_length)["input_ids"]
+        # Each distinct encoder text (a passage retrieved by several questions of a language) is tokenized once.
+        texts = [self.encoder_text(p, q.lang) for q, p in pairs]
+        distinct = list(dict.fromkeys(texts))
+        ids_of = dict(zip(distinct, self.tokenizer(distinct, truncation=True,
+                                                   max_length=self.max_input_length)["input_ids"]))
+        sources = [ids_of[text] for text in texts]
         labels_by_text: dict[str, list[int]] = {}
         labels = []
         for q, _ in pairs:
@@ -118,45 +122,56 @@ class Reranker:
         """Scores of equally many (encoder ids, label ids) pairs.
 
         Identical encoder inputs are encoded once; encoder inputs of one length form
-        one encoder call (no padding, so no attention mask), and their pairs one
-        decoder call with labels right-padded: the causal decoder never looks at
-        the padded positions after the real ones, which are left out of the score.
+        one encoder call (no padding, so no attention mask). All pairs then form one
+        decoder call: labels right-padded (the causal decoder never looks at the
+        padded positions after the real ones, which are left out of the score), the
+        encoder states of the distinct inputs packed without padding
+        (`umr.fastlm.SharedSources`: cross-attention reads each input once).
         """
         model, pad = self.model, self.tokenizer.pad_token_id
         unique: dict[tuple[int, ...], int] = {}
         source_of = [unique.setdefault(tuple(s), len(unique)) for s in sources]
-        by_length: dict[int, list[int]] = {}
-        for u, ids in enumerate(unique):
-            by_length.setdefault(len(ids), []).append(u)
         users: list[list[int]] = [[] for _ in unique]
         for row, u in enumerate(source_of):
             users[u].append(row)
         keys = list(unique)
+        # Inputs by (length, number of pairs): one encoder call per length, few cross-attention calls.
+        inputs = sorted(range(len(keys)), key=lambda u: (len(keys[u]), len(users[u]), u))
+        encoder, hidden = model.get_encoder(), []
+        start = 0
+        while start < len(inputs):
+            length = len(keys[inputs[start]])
+            stop = start
+            while stop < len(inputs) and len(keys[inputs[stop]]) == length and (
+                    stop == start or (stop - start + 1) * length <= self.encoder_tokens):
+                stop += 1
+            ids = torch.tensor([keys[u] for u in inputs[start:stop]], dtype=torch.long, device=self.device)
+            hidden.append(encoder(input_ids=ids).last_hidden_state.reshape(-1, model.config.d_model))
+            start = stop
+        packed = torch.cat(hidden)[None]
+        rows = [row for u in inputs for row in users[u]]
+        width = max(len(labels[row]) for row in rows)
+        label_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        label_mask = torch.zeros((len(rows), width), dtype=torch.bool)
+        for i, row in enumerate(rows):
+            label_ids[i, : len(labels[row])] = torch.as_tensor(labels[row])
+            label_mask[i, : len(labels[row])] = True
+        label_ids, label_mask = label_ids.to(self.device), label_mask.to(self.device)
+        shared = SharedSources([len(keys[u]) for u in inputs], [len(users[u]) for u in inputs])
+        states = model.get_decoder()(input_ids=model._shift_right(label_ids), encoder_hidden_states=packed,
+                                     shared_sources=shared, use_cache=False).last_hidden_state
+        states, targets = states[label_mask], label_ids[label_mask]
+        log_probs = torch.empty(len(targets), dtype=torch.float32, device=self.device)
+        for a in range(0, len(targets), LOGIT_ROWS):
+            logits = model.lm_head(states[a : a + LOGIT_ROWS]).float()
+            log_probs[a : a + LOGIT_ROWS] = torch.log_softmax(logits, dim=1).gather(
+                1, targets[a : a + LOGIT_ROWS, None]).squeeze(1)
+        per_token = torch.zeros(label_mask.shape, dtype=torch.float32, device=self.device)
+        per_token[label_mask] = log_probs
+        total = per_token.sum(dim=1)
+        batch_scores = total / label_mask.sum(dim=1) if self.aggregation == "mean" else total
         scores = np.empty(len(sources))
-        for group in by_length.values():
-            ids = torch.tensor([keys[u] for u in group], dtype=torch.long, device=self.device)
-            hidden = model.get_encoder()(input_ids=ids).last_hidden_state
-            rows = [(k, row) for k, u in enumerate(group) for row in users[u]]
-            width = max(len(labels[row]) for _, row in rows)
-            label_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-            label_mask = torch.zeros((len(rows), width), dtype=torch.bool)
-            for i, (_, row) in enumerate(rows):
-                label_ids[i, : len(labels[row])] = torch.as_tensor(labels[row])
-                label_mask[i, : len(labels[row])] = True
-            label_ids, label_mask = label_ids.to(self.device), label_mask.to(self.device)
-            states = model.get_decoder()(input_ids=model._shift_right(label_ids),
-                                         encoder_hidden_states=hidden[[k for k, _ in rows]]).last_hidden_state
-            states, targets = states[label_mask], label_ids[label_mask]
-            log_probs = torch.empty(len(targets), dtype=torch.float32, device=self.device)
-            for a in range(0, len(targets), LOGIT_ROWS):
-                logits = model.lm_head(states[a : a + LOGIT_ROWS]).float()
-                log_probs[a : a + LOGIT_ROWS] = torch.log_softmax(logits, dim=1).gather(
-                    1, targets[a : a + LOGIT_ROWS, None]).squeeze(1)
-            per_token = torch.zeros(label_mask.shape, dtype=torch.float32, device=self.device)
-            per_token[label_mask] = log_probs
-            total = per_token.sum(dim=1)
-            group_scores = total / label_mask.sum(dim=1) if self.aggregation == "mean" else total
-            scores[[row for _, row in rows]] = group_scores.cpu().numpy().astype(np.float64)
+        scores[rows] = batch_scores.cpu().numpy().astype(np.float64)
         return scores
 
     def score(self, pairs: Sequence[tuple[Question, Passage]], progress: bool = True) -> np.ndarray:

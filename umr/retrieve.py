@@ -68,10 +68,12 @@ def _parser() -> argparse.ArgumentParser:
 def _main(args: argparse.Namespace) -> None:
     set_threads(args.threads)
     from umr.encode import DualEncoder, device_for, encode_questions  # torch only where needed
+    from umr.fastlm import use_onednn_linear
 
     questions = read_questions(args.questions, args.languages)
     encoder = DualEncoder.load(args.retriever, args.max_length)
     encoder.query_model.to(device_for(args.device))
+    use_onednn_linear(encoder.query_model)  # inference only: the same products, faster on CPU
     vectors = encode_questions(encoder, [q.text for q in questions], args.batch_size)
     log.info("searching %d questions in %d shard(s), top-%d", len(questions), len(args.index), args.top_k)
     scores, rows = search_shards(vectors, args.index, args.top_k, args.gpu_search)
