@@ -41,8 +41,7 @@ from transformers import AutoModelForSeq2SeqLM
 from umr.corpus import Corpus
 from umr.encode import device_for, load_pretrained, model_identity, shard_rows
 from umr.errors import UMRError
-# fuse_activations: re-exported (it lived here before umr.fastlm).
-from umr.fastlm import SharedSources, fuse_activations, optimise_for_inference  # noqa: F401
+from umr.fastlm import SharedSources, optimise_for_inference
 from umr.io import PartsDir, atomic_file, fingerprint, log, parts_path, path_identity, run_cli, set_threads
 from umr.languages import language_name
 from umr.records import Passage, Question, Run, read_questions, read_trec_run, write_trec_run
