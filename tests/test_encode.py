@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from umr.corpus import Corpus
 from umr.encode import DualEncoder, encode_ids, encode_questions
@@ -18,8 +19,6 @@ def test_onednn_encoders_give_the_stock_embeddings(tiny_retriever, mini_data):
     use_onednn_linear(fast.passage_model)
     use_onednn_linear(fast.query_model)
     if not any(isinstance(m, OneDNNLinear) for m in fast.passage_model.modules()):
-        import pytest
-
         pytest.skip("no oneDNN in this torch build")
     ids = stock.tokenize_passages(passages)
     np.testing.assert_allclose(encode_ids(fast.passage_model, ids, 0, batch_size=7, progress=False),

@@ -222,9 +222,7 @@ def embed_by_length(model: BertModel, views: Sequence[Sequence[int]], pad_id: in
     for start in range(0, len(order), bucket_size):
         input_ids, mask = pad_batch([views[i] for i in order[start : start + bucket_size]], pad_id)
         parts.append(mean_pool(model(input_ids=input_ids, attention_mask=mask).last_hidden_state, mask))
-    inverse = torch.empty(len(order), dtype=torch.long)
-    inverse[torch.tensor(order)] = torch.arange(len(order))
-    return torch.cat(parts)[inverse]
+    return torch.cat(parts)[torch.argsort(torch.tensor(order))]  # back to input order
 
 
 def pretrain_retriever(texts: Sequence[tuple[str, str]], out_dir: str | Path, *, vocab_size: int, hidden: int, layers: int,
