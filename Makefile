@@ -11,11 +11,12 @@ setup: $(VENV)/.installed
 
 # torch first and pinned: 2.13.0 is the CPU build this machine and CI install from disk;
 # an unpinned torch would pull a multi-GB CUDA build.
-$(VENV)/.installed: pyproject.toml
+# envs/constraints.txt: the exact versions envs/*.yaml pin too (tests/test_envs.py checks them).
+$(VENV)/.installed: pyproject.toml envs/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test,bm25]'
+	$(BIN)/pip install --quiet -c envs/constraints.txt torch==2.13.0
+	$(BIN)/pip install --quiet -c envs/constraints.txt -e '.[test,bm25]'
 	touch $@
 
 toy: setup
