@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -76,3 +85,100 @@ def mini_run(tmp_path_factory) -> Path:
     done = run_workflow(workdir, REPO / "tests" / "configs" / "mini.yaml")
     assert done.returncode == 0, done.stderr[-4000:]
     return workdir
+
+
+# -- a real single-node SLURM cluster (tests/slurm/cluster.sh) ---------------------------------
+CLUSTER_SH = REPO / "tests" / "slurm" / "cluster.sh"
+
+
+def _can_manage_cluster() -> str | None:
+    """Return why the cluster cannot be started here, or None if it can."""
+    if not sys.platform.startswith("linux"):
+        return "the test cluster needs Linux"
+    if os.geteuid() != 0:
+        if shutil.which("sudo") is None:
+            return "needs root or passwordless sudo"
+        if subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode != 0:
+            return "needs root or passwordless sudo"
+    if shutil.which("slurmctld", path=os.environ.get("PATH", "") + ":/usr/sbin") is None \
+            and shutil.which("apt-get") is None:
+        return "SLURM is not installed and apt-get is not available to install it"
+    return None
+
+
+def _cluster(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(CLUSTER_SH), *args],
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@dataclass
+class SlurmCluster:
+    """The running test cluster: the environment its clients need."""
+
+    env: dict[str, str]
+    started_here: bool
+
+    def logs(self) -> str:
+        return _cluster("logs", timeout=30).stderr
+
+
+@contextlib.contextmanager
+def _session_lock(timeout: float = 3600):
+    """Serialise pytest sessions that use the cluster (one machine, one cluster):
+    otherwise one session's teardown would stop the cluster under another."""
+    state_dir = os.environ.get("UMR_SLURM_DIR", "/tmp/umr-slurm")
+    with open(f"{state_dir}.pytest.lock", "a") as fh:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"another pytest session held {fh.name} for {timeout} s")
+                time.sleep(2)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    reason = _can_manage_cluster()
+    if reason:
+        pytest.skip(reason)
+    with _session_lock():
+        yield from _cluster_session()
+
+
+def _cluster_session():
+    already = _cluster("status", timeout=60).returncode == 0
+    if not already:
+        t = time.monotonic()
+        proc = _cluster("start")
+        if proc.returncode != 0:
+            pytest.fail(
+                f"cluster.sh start failed (exit {proc.returncode}):\n"
+                f"{proc.stdout}\n{proc.stderr}",
+                pytrace=False,
+            )
+        print(f"SLURM test cluster started in {time.monotonic() - t:.1f} s")
+    env_line = _cluster("env", timeout=30).stdout.strip()
+    m = re.fullmatch(r"export SLURM_CONF=(\S+)", env_line)
+    assert m, f"unexpected `cluster.sh env` output: {env_line!r}"
+    env = dict(os.environ, SLURM_CONF=m.group(1))
+    # never let a surrounding SLURM job or sbatch defaults leak into the runs
+    for key in list(env):
+        if key.startswith(("SLURM_JOB", "SBATCH_", "SRUN_")):
+            del env[key]
+    try:
+        yield SlurmCluster(env=env, started_here=not already)
+    finally:
+        if not already:
+            proc = _cluster("stop", timeout=120)
+            assert proc.returncode == 0, (
+                f"cluster.sh stop failed (exit {proc.returncode}):\n{proc.stderr}"
+            )

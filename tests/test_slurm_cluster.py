@@ -9,28 +9,23 @@ Needs root or passwordless sudo (skipped otherwise). Run only these tests with
 
     pytest -m slurm tests/test_slurm_cluster.py
 
-To run the real pipeline through SLURM, call ``run_snakemake_on_slurm`` (see
-``test_toy_pipeline_on_slurm``).
+The real pipeline runs through SLURM in tests/test_rehearsal.py (the paper configuration
+rehearsed with the site profile); ``run_snakemake_on_slurm`` runs any workflow on the cluster.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
-from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import SlurmCluster
 
 REPO = Path(__file__).resolve().parents[1]
-CLUSTER_SH = REPO / "tests" / "slurm" / "cluster.sh"
 TEST_PROFILE = REPO / "tests" / "slurm" / "profile"
 SITE_PROFILE = REPO / "slurm"
 DUMMY_SNAKEFILE = REPO / "tests" / "slurm" / "dummy" / "Snakefile"
@@ -42,99 +37,6 @@ FAST_POLLING = (
     "--slurm-init-seconds-before-status-checks", "1",
     "--seconds-between-status-checks", "1",
 )
-
-
-def _can_manage_cluster() -> str | None:
-    """Return why the cluster cannot be started here, or None if it can."""
-    if not sys.platform.startswith("linux"):
-        return "the test cluster needs Linux"
-    if os.geteuid() != 0:
-        if shutil.which("sudo") is None:
-            return "needs root or passwordless sudo"
-        if subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode != 0:
-            return "needs root or passwordless sudo"
-    if shutil.which("slurmctld", path=os.environ.get("PATH", "") + ":/usr/sbin") is None \
-            and shutil.which("apt-get") is None:
-        return "SLURM is not installed and apt-get is not available to install it"
-    return None
-
-
-def _cluster(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["bash", str(CLUSTER_SH), *args],
-        capture_output=True, text=True, timeout=timeout,
-    )
-
-
-@dataclass
-class SlurmCluster:
-    """The running test cluster: the environment its clients need."""
-
-    env: dict[str, str]
-    started_here: bool
-
-    def logs(self) -> str:
-        return _cluster("logs", timeout=30).stderr
-
-
-@contextlib.contextmanager
-def _session_lock(timeout: float = 3600):
-    """Serialise pytest sessions that use the cluster (one machine, one cluster):
-    otherwise one session's teardown would stop the cluster under another."""
-    state_dir = os.environ.get("UMR_SLURM_DIR", "/tmp/umr-slurm")
-    with open(f"{state_dir}.pytest.lock", "a") as fh:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"another pytest session held {fh.name} for {timeout} s")
-                time.sleep(2)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster():
-    reason = _can_manage_cluster()
-    if reason:
-        pytest.skip(reason)
-    with _session_lock():
-        yield from _cluster_session()
-
-
-def _cluster_session():
-    already = _cluster("status", timeout=60).returncode == 0
-    if not already:
-        t = time.monotonic()
-        proc = _cluster("start")
-        if proc.returncode != 0:
-            pytest.fail(
-                f"cluster.sh start failed (exit {proc.returncode}):\n"
-                f"{proc.stdout}\n{proc.stderr}",
-                pytrace=False,
-            )
-        print(f"SLURM test cluster started in {time.monotonic() - t:.1f} s")
-    env_line = _cluster("env", timeout=30).stdout.strip()
-    m = re.fullmatch(r"export SLURM_CONF=(\S+)", env_line)
-    assert m, f"unexpected `cluster.sh env` output: {env_line!r}"
-    env = dict(os.environ, SLURM_CONF=m.group(1))
-    # never let a surrounding SLURM job or sbatch defaults leak into the runs
-    for key in list(env):
-        if key.startswith(("SLURM_JOB", "SBATCH_", "SRUN_")):
-            del env[key]
-    try:
-        yield SlurmCluster(env=env, started_here=not already)
-    finally:
-        if not already:
-            proc = _cluster("stop", timeout=120)
-            assert proc.returncode == 0, (
-                f"cluster.sh stop failed (exit {proc.returncode}):\n{proc.stderr}"
-            )
 
 
 def run_snakemake_on_slurm(
@@ -299,47 +201,6 @@ def test_site_profile_parses_with_site_settings(tmp_path):
     enc = res["encode_corpus"]
     for expected in ("slurm_partition=gpu-part", "gpu=1", "gpu_model=a100", "runtime=7"):
         assert expected in enc, enc
-
-
-MINI_CONFIG = REPO / "tests" / "configs" / "mini.yaml"
-# What the test profile's job groups (tests/slurm/profile/config.yaml) bundle per SLURM job.
-PIPELINE_GROUPS = {"prep", "node", "bm25", "score"}
-
-
-@pytest.mark.slurm
-@pytest.mark.dag
-def test_toy_pipeline_on_slurm(slurm_cluster, mini_run, tmp_path):
-    """The real pipeline on the miniature toy config, through `--profile tests/slurm/profile`.
-
-    Every job that is not a local rule runs as a SLURM job (rerank and distill one each,
-    the rest in the profile's job groups), to the end of the DAG, and the metrics equal
-    those of a local run of the same config (the `mini_run` fixture) to 1e-9.
-    """
-    # About 12 minutes here (729 s for 47 SLURM jobs on 2 cores); runs in CI. Set
-    # UMR_TEST_SKIP_MINI_ON_SLURM=1 to leave it out of a local run.
-    if os.environ.get("UMR_TEST_SKIP_MINI_ON_SLURM") == "1":
-        pytest.skip("UMR_TEST_SKIP_MINI_ON_SLURM=1")
-    workdir = tmp_path / "mini-slurm"
-    proc = run_snakemake_on_slurm(slurm_cluster, REPO / "Snakefile", workdir, MINI_CONFIG, timeout=1800)
-    print(f"toy pipeline (tests/configs/mini.yaml) on SLURM: {proc.elapsed:.0f} s")
-    log = proc.stdout + proc.stderr
-    submitted = re.findall(r"submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/([^/]+)/", log)
-    kinds = {name for _, name in submitted}
-    assert {"rule_rerank", "rule_distill"} <= kinds, sorted(kinds)
-    assert PIPELINE_GROUPS <= {k.split("_")[1] for k in kinds if k.startswith("group_")}, sorted(kinds)
-    assert not any("metrics" in k or "table" in k for k in kinds), sorted(kinds)  # local rules
-    print(f"{len(submitted)} SLURM jobs: {sorted(Counter(k for _, k in submitted).items())}")
-
-    got_path, want_path = (d / "results" / "mini" / "metrics.csv" for d in (workdir, mini_run))
-    if got_path.read_bytes() == want_path.read_bytes():
-        return
-    import pandas as pd
-
-    got, want = pd.read_csv(got_path), pd.read_csv(want_path)
-    assert list(got.columns) == list(want.columns)
-    keys = [c for c in want.columns if not pd.api.types.is_float_dtype(want[c])]
-    got, want = (df.sort_values(keys, kind="stable").reset_index(drop=True) for df in (got, want))
-    pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=0, atol=1e-9)
 
 
 @pytest.mark.slurm

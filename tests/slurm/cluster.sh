@@ -20,6 +20,8 @@
 #   UMR_SLURM_CTLD_PORT  slurmctld port      [6817]
 #   UMR_SLURM_SLURMD_PORT slurmd port        [6818]
 #   UMR_SLURM_TIMEOUT    seconds to wait for the node to become idle [60]
+#   UMR_SLURM_GPUS       fake GPUs on the node, 1-4 [2]: one per CPU of a 2-CPU runner, so
+#                        two GPU jobs run side by side as two CPU jobs do
 #   UMR_SLURM_KEEP_STATE=1  `stop` keeps the state dir (logs) instead of deleting it
 #
 # Needs root (daemons, apt-get); as a normal user it re-runs itself with `sudo -n`.
@@ -36,6 +38,9 @@ PARTITION="${UMR_SLURM_PARTITION:-local}"
 CTLD_PORT="${UMR_SLURM_CTLD_PORT:-6817}"
 SLURMD_PORT="${UMR_SLURM_SLURMD_PORT:-6818}"
 TIMEOUT="${UMR_SLURM_TIMEOUT:-60}"
+GPUS="${UMR_SLURM_GPUS:-2}"
+# Fake GPU devices: slurmd only needs a file per GPU to hand out (never opened by the jobs).
+GPU_FILES=(/dev/null /dev/zero /dev/full /dev/urandom)
 MARKER="$STATE_DIR/.umr-slurm-state"   # proves the dir is ours before we wipe it
 PIDS_FILE="$STATE_DIR/pids"            # "name pid" per line, written by start
 CONF="$STATE_DIR/slurm.conf"
@@ -64,7 +69,7 @@ need_root() {
         exec sudo -n env \
             UMR_SLURM_DIR="$STATE_DIR" UMR_SLURM_PARTITION="$PARTITION" \
             UMR_SLURM_CTLD_PORT="$CTLD_PORT" UMR_SLURM_SLURMD_PORT="$SLURMD_PORT" \
-            UMR_SLURM_TIMEOUT="$TIMEOUT" UMR_SLURM_KEEP_STATE="${UMR_SLURM_KEEP_STATE:-}" \
+            UMR_SLURM_TIMEOUT="$TIMEOUT" UMR_SLURM_GPUS="$GPUS" UMR_SLURM_KEEP_STATE="${UMR_SLURM_KEEP_STATE:-}" \
             PATH="$PATH" bash "${BASH_SOURCE[0]}" "$@"
     fi
 }
@@ -175,14 +180,18 @@ render_config() {
     cpus=$(get CPUs); boards=$(get Boards); sockets=$(get SocketsPerBoard)
     cores=$(get CoresPerSocket); threads=$(get ThreadsPerCore); mem=$(get RealMemory)
     if [ -z "$cpus" ] || [ -z "$mem" ]; then die 1 "cannot parse 'slurmd -C': $hw"; fi
-    log "node: CPUs=$cpus RealMemory=${mem}MB (from slurmd -C), 1 fake GPU, partition '$PARTITION'"
+    case "$GPUS" in 1|2|3|4) ;; *) die 1 "UMR_SLURM_GPUS=$GPUS: give 1 to 4 fake GPUs" ;; esac
+    local files
+    files=$(IFS=,; echo "${GPU_FILES[*]:0:$GPUS}")
+    log "node: CPUs=$cpus RealMemory=${mem}MB (from slurmd -C), $GPUS fake GPU(s), partition '$PARTITION'"
     sed -e "s|@STATE_DIR@|$STATE_DIR|g" -e "s|@PARTITION@|$PARTITION|g" \
         -e "s|@CTLD_PORT@|$CTLD_PORT|g" -e "s|@SLURMD_PORT@|$SLURMD_PORT|g" \
         -e "s|@CPUS@|$cpus|g" -e "s|@BOARDS@|${boards:-1}|g" -e "s|@SOCKETS@|${sockets:-1}|g" \
         -e "s|@CORES@|${cores:-$cpus}|g" -e "s|@THREADS@|${threads:-1}|g" \
-        -e "s|@REALMEM@|$mem|g" \
+        -e "s|@REALMEM@|$mem|g" -e "s|@GPUS@|$GPUS|g" \
         "$SCRIPT_DIR/slurm.conf.in" >"$CONF"
-    cp "$SCRIPT_DIR/gres.conf.in" "$STATE_DIR/gres.conf"   # read from slurm.conf's dir
+    # read from slurm.conf's dir
+    sed -e "s|@GPUS@|$GPUS|g" -e "s|@GPU_FILES@|$files|g" "$SCRIPT_DIR/gres.conf.in" >"$STATE_DIR/gres.conf"
     chmod 644 "$CONF" "$STATE_DIR/gres.conf"
 }
 
