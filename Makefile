@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= 2
 
-.PHONY: setup toy test lint clean-toy
+.PHONY: setup toy test lint rehearsal clean-toy
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,12 @@ toy: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# The paper run rehearsed on this CPU: config.paper.yaml + config.rehearsal.yaml (sizes only),
+# real file formats and checkpoints, through `snakemake --profile slurm` on a single-node SLURM
+# it starts (needs root or sudo); LOCAL=1 runs the same DAG without SLURM.
+rehearsal: setup
+	$(BIN)/python -m umr.rehearsal $(if $(LOCAL),--local --cores $(CORES))
 
 lint: setup
 	$(BIN)/snakemake --lint

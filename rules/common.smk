@@ -333,6 +333,12 @@ def hub_model_revision(wildcards):
     return config["models"][wildcards.name].get("revision", "main")
 
 
+def hub_cache_option(wildcards):
+    """`--hub-cache DIR` when the config names a pre-populated Hugging Face cache (offline clusters), else nothing."""
+    cache = config.get("hub_cache")
+    return f"--hub-cache {shlex.quote(os.path.expanduser(str(cache)))}" if cache else ""
+
+
 def hub_models():
     return [name for name, model in config["models"].items() if "hub" in model]
 

@@ -25,7 +25,8 @@ rule toy_model:
 if config["benchmark"] == "xor-tydi":
 
     # Hub models are fetched once, where Snakemake runs (compute nodes may lack
-    # internet), into a local directory that every job reads with HF_HUB_OFFLINE=1.
+    # internet), into a local directory that every job reads with HF_HUB_OFFLINE=1;
+    # with `hub_cache` set they are copied from that Hugging Face cache, offline.
     localrules:
         fetch_model,
 
@@ -35,10 +36,11 @@ if config["benchmark"] == "xor-tydi":
         params:
             repo_id=hub_model_id,
             revision=hub_model_revision,
+            hub_cache=hub_cache_option,
         log:
             "results/{dataset}/logs/fetch_model.{name}.log",
         conda:
             "../envs/umr.yaml"
         shell:
             "python -m umr.download model --repo-id {params.repo_id} --revision {params.revision} "
-            "--out {output} > {log} 2>&1"
+            "{params.hub_cache} --out {output} > {log} 2>&1"

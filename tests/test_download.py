@@ -11,6 +11,7 @@ import hashlib
 import http.server
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -312,3 +313,117 @@ def test_jobs_run_offline_from_the_local_model_cache(tmp_path):
     # fetch_model itself turns it off for its own process, before importing huggingface_hub
     source = (REPO / "umr" / "download.py").read_text()
     assert source.index('os.environ["HF_HUB_OFFLINE"] = "0"') < source.index("from huggingface_hub import")
+
+
+# -- hub models from a pre-populated Hugging Face cache (hub_cache: offline clusters) ------------
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _hub_cache(root: Path, repo_id: str = "org/model", files: dict[str, bytes] | None = None,
+               commit: str = COMMIT, ref: str | None = "main") -> Path:
+    """A cache laid out as huggingface_hub leaves it: refs/<ref>, snapshots/<commit>/* -> ../../blobs/<hash>."""
+    files = files if files is not None else {"config.json": b'{"model_type": "bert"}', "vocab.txt": b"[PAD]\n[UNK]\n",
+                                             "model.safetensors": b"weights", "pytorch_model.bin": b"old weights",
+                                             "tf_model.h5": b"tf", "onnx/model.onnx": b"onnx"}
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    for name, data in files.items():
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        link = repo / "snapshots" / commit / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    if ref:
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / ref).write_text(commit)
+    return root
+
+
+def _no_network(monkeypatch):
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the hub-cache route must not touch the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def test_model_from_hub_cache_resolves_the_ref_and_copies_files_offline(tmp_path, monkeypatch):
+    _no_network(monkeypatch)
+    cache = _hub_cache(tmp_path / "cache")
+    out = tmp_path / "models" / "model"
+    download.fetch_model("org/model", out, "main", hub_cache=cache)
+    # blobs copied (not links into the cache); other frameworks' weights and the .bin beside safetensors skipped
+    assert sorted(p.name for p in out.iterdir()) == ["UMR_SOURCE.json", "config.json", "model.safetensors", "vocab.txt"]
+    assert not any(p.is_symlink() for p in out.iterdir())
+    assert (out / "model.safetensors").read_bytes() == b"weights"
+    source = json.loads((out / "UMR_SOURCE.json").read_text())
+    assert source["commit"] == COMMIT and source["revision"] == "main" and source["repo_id"] == "org/model"
+    assert source["source"] == f"hub-cache:{cache.resolve()}"
+    assert source["files"] == ["config.json", "model.safetensors", "vocab.txt"]
+    assert not out.with_name("model.part").exists()
+
+
+def test_model_from_hub_cache_accepts_a_commit_and_the_directory_above_hub(tmp_path, monkeypatch):
+    """A commit needs no ref; ~/.cache/huggingface (the parent of hub/) works as well as hub/ itself."""
+    _no_network(monkeypatch)
+    _hub_cache(tmp_path / "huggingface" / "hub", ref=None, files={"config.json": b"{}", "pytorch_model.bin": b"w"})
+    out = tmp_path / "model"
+    download.fetch_model("org/model", out, COMMIT, hub_cache=tmp_path / "huggingface")
+    assert sorted(p.name for p in out.iterdir()) == ["UMR_SOURCE.json", "config.json", "pytorch_model.bin"]
+    assert json.loads((out / "UMR_SOURCE.json").read_text())["commit"] == COMMIT
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("no repo", "no models--org--model/"),
+    ("no ref", "no ref 'main' (the cache has refs: v1)"),
+    ("no snapshot", f"no snapshot for commit '{COMMIT}'"),
+    ("no config.json", "has no config.json"),
+    ("broken link", "vocab.txt of snapshot"),
+])
+def test_model_from_hub_cache_failures_are_one_line_and_leave_nothing(damage, message, tmp_path, monkeypatch):
+    _no_network(monkeypatch)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    if damage != "no repo":
+        _hub_cache(cache, ref="v1" if damage == "no ref" else "main",
+                   files={"vocab.txt": b"x"} if damage == "no config.json" else None)
+    repo = cache / "models--org--model"
+    if damage == "no snapshot":
+        shutil.rmtree(repo / "snapshots")
+    if damage == "broken link":
+        (repo / "blobs" / hashlib.sha256(b"[PAD]\n[UNK]\n").hexdigest()).unlink()
+    out = tmp_path / "models" / "model"
+    status, stderr = _download_cli("model", "--repo-id", "org/model", "--revision", "main", "--out", str(out),
+                                   "--hub-cache", str(cache))
+    assert status == 1
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], stderr
+    assert f"org/model@main in hub cache {cache}" in lines[0]
+    assert not out.exists() and not out.with_name("model.part").exists()
+
+
+def _download_cli(*args: str) -> tuple[int, str]:
+    done = subprocess.run([sys.executable, "-m", "umr.download", *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return done.returncode, done.stderr
+
+
+def test_fetch_model_rule_copies_from_the_configured_hub_cache(tmp_path):
+    """`hub_cache` in the config: the fetch_model rule passes --hub-cache (and so needs no network)."""
+    import yaml
+
+    cache = _hub_cache(tmp_path / "hub cache", repo_id="facebook/mcontriever",
+                       files={"config.json": b"{}", "vocab.txt": b"[PAD]\n", "pytorch_model.bin": b"w"})
+    config = yaml.safe_load((REPO / "config.paper.yaml").read_text())
+    config["hub_cache"] = str(cache)
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    target = "results/xor/models/hub/mcontriever"
+    done = _snakemake(tmp_path, configfile, target)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = tmp_path / "run" / target
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".snakemake")) == [
+        "UMR_SOURCE.json", "config.json", "pytorch_model.bin", "vocab.txt"]
+    assert json.loads((out / "UMR_SOURCE.json").read_text())["source"] == f"hub-cache:{cache.resolve()}"

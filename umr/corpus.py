@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from umr.errors import InputFileError, UMRError
 from umr.io import atomic_file, log, run_cli
-from umr.records import Passage, iter_dpr_tsv
+from umr.records import Passage, iter_dpr_rows, parse_dpr_line
 
 
 def build_offsets(tsv: str | Path, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -26,16 +26,11 @@ def build_offsets(tsv: str | Path, progress: bool = True) -> tuple[np.ndarray, n
     tsv = Path(tsv)
     ids: list[bytes] = []
     offsets: list[int] = []
-    # iter_dpr_tsv validates (columns, UTF-8, duplicates); a second raw pass records offsets.
-    for _ in tqdm(iter_dpr_tsv(tsv), desc=f"validate {tsv.name}", unit=" passages", disable=not progress, mininterval=5):
-        pass
-    with open(tsv, "rb") as handle:
-        pos = 0
-        for line_no, raw in enumerate(handle, start=1):
-            if raw.strip() and not (line_no == 1 and raw.startswith(b"id\t")):
-                ids.append(raw.split(b"\t", 1)[0])
-                offsets.append(pos)
-            pos += len(raw)
+    # The same parser as every other reader: ids are the csv-unquoted first fields.
+    rows = iter_dpr_rows(tsv)
+    for offset, passage in tqdm(rows, desc=f"index {tsv.name}", unit=" passages", disable=not progress, mininterval=5):
+        ids.append(passage.id.encode("utf-8"))
+        offsets.append(offset)
     return np.array(ids, dtype=bytes), np.array(offsets, dtype=np.int64)
 
 
@@ -52,8 +47,11 @@ class Corpus:
     Row order is file order, which is also the order of the encoded embeddings.
     """
 
-    def __init__(self, tsv: str | Path, offsets: str | Path | None = None):
+    def __init__(self, tsv: str | Path, offsets: str | Path | None = None,
+                 source: str | Path | Sequence[str | Path] | None = None):
+        """`source`: the file(s) the looked-up ids come from (a run), named when one is unknown."""
         self.path = Path(tsv)
+        self.source = source
         if not self.path.exists():
             raise UMRError(f"{self.path}: corpus file not found")
         if offsets is not None:
@@ -82,31 +80,46 @@ class Corpus:
 
     def _read_row(self, row: int) -> Passage:
         self._handle.seek(int(self.offsets[row]))
-        line = self._handle.readline().decode("utf-8").rstrip("\r\n")
-        fields = line.split("\t")
-        if len(fields) != 3:
-            raise InputFileError(self.path, "corpus changed since its offset table was built", None)
+        try:
+            line = self._handle.readline().decode("utf-8")
+        except UnicodeDecodeError:
+            line = ""
+        fields = parse_dpr_line(line, self.path, None)
+        # A corpus edited after its offset table was built would silently return other passages.
+        if len(fields) != 3 or fields[0].encode("utf-8") != self.ids[row]:
+            raise InputFileError(self.path, f"corpus changed since its offset table was built (row {row} at byte "
+                                            f"{int(self.offsets[row])} is not passage {self.ids[row].decode()!r}); "
+                                            "delete the table and rerun", None)
         pid, text, title = fields
-        if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
-            text = text[1:-1].replace('""', '"')
         return Passage(pid, title, text)
 
-    def rows_of(self, ids: Sequence[str]) -> np.ndarray:
-        """Row numbers of passage ids; an unknown id is an error."""
-        keys = np.array([i.encode("utf-8") for i in ids], dtype=self._sorted_ids.dtype if len(ids) else bytes)
-        pos = np.searchsorted(self._sorted_ids, keys)
-        pos = np.minimum(pos, len(self._sorted_ids) - 1)
+    def rows_of(self, ids: Sequence[str], source: str | Path | Sequence[str | Path] | None = None) -> np.ndarray:
+        """Row numbers of passage ids; an unknown id is an error naming it and `source` (the run)."""
+        ids = list(ids)
+        # Keys keep their own width: cast to the corpus ids' width, "123" would be cut to "12".
+        keys = np.array([i.encode("utf-8") for i in ids], dtype=bytes)
+        if not len(keys):
+            return np.zeros(0, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self._sorted_ids, keys), len(self._sorted_ids) - 1)
         found = self._sorted_ids[pos] == keys
         if not np.all(found):
             missing = ids[int(np.argmin(found))]
-            raise UMRError(f"{self.path}: passage id {missing!r} not in corpus")
+            source = source if source is not None else self.source
+            if source is None:
+                raise UMRError(f"{self.path}: passage id {missing!r} not in corpus")
+            if not isinstance(source, (str, Path)):
+                source = ", ".join(map(str, source))
+            raise InputFileError(source, f"passage id {missing!r} is not in the corpus {self.path} "
+                                         "(was this run made on another collection?)")
         return self._order[pos]
 
     def by_rows(self, rows: Iterable[int]) -> list[Passage]:
         return [self._read_row(int(r)) for r in rows]
 
-    def get_many(self, ids: Sequence[str]) -> list[Passage]:
-        return self.by_rows(self.rows_of(list(ids)))
+    def get_many(self, ids: Sequence[str],
+                 source: str | Path | Sequence[str | Path] | None = None) -> list[Passage]:
+        """Passages of `ids` in that order; `source` (default: the corpus's) is named if one is unknown."""
+        return self.by_rows(self.rows_of(ids, source))
 
     def __getitem__(self, pid: str) -> Passage:
         return self.get_many([pid])[0]

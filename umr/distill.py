@@ -497,7 +497,7 @@ def _main(args: argparse.Namespace) -> None:
     if args.checkpoint_every < 0:
         raise UMRError(f"--checkpoint-every: must be 0 (off) or a number of steps, got {args.checkpoint_every}")
     checkpoint_dir = args.checkpoint_dir or checkpoint_dir_for(args.out)
-    with Corpus(args.corpus, args.offsets) as corpus:
+    with Corpus(args.corpus, args.offsets, source=args.reranked) as corpus:
         distill(args.student, args.questions, args.reranked, corpus, settings, args.top_k, args.out, args.languages,
                 args.device, checkpoint_every=args.checkpoint_every, checkpoint_dir=checkpoint_dir)
     log.info("saved %s", args.out)

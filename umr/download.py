@@ -15,10 +15,13 @@ HTTP(S) downloads:
 
 Hub models are fetched with `huggingface_hub.snapshot_download` into a local
 directory that `from_pretrained` reads, at a revision resolved to a commit (recorded
-in `UMR_SOURCE.json` inside it), so the GPU jobs run with `HF_HUB_OFFLINE=1`.
+in `UMR_SOURCE.json` inside it), so the GPU jobs run with `HF_HUB_OFFLINE=1`. Offline clusters
+name a pre-populated Hugging Face cache instead (`hub_cache` in the config, `--hub-cache`):
+the snapshot is then copied from it, no network involved.
 
     python -m umr.download file --url URL --out PATH --manifest MANIFEST.json --key corpus/xor_full.tsv
     python -m umr.download model --repo-id facebook/mcontriever --out results/xor/models/hub/mcontriever
+    python -m umr.download model --repo-id facebook/mcontriever --out ... --hub-cache ~/.cache/huggingface/hub
     python -m umr.download verify --manifest MANIFEST.json --root results/xor/data
 """
 
@@ -28,10 +31,12 @@ import argparse
 import contextlib
 import datetime as dt
 import fcntl
+import fnmatch
 import hashlib
 import http.client
 import json
 import os
+import re
 import shutil
 import time
 import urllib.error
@@ -269,8 +274,15 @@ def ignore_patterns(filenames: list[str]) -> list[str]:
     return patterns
 
 
-def fetch_model(repo_id: str, out: str | Path, revision: str = "main") -> Path:
-    """Snapshot a hub model into `out` (resumable through `<out>.part/`) and record its commit."""
+def fetch_model(repo_id: str, out: str | Path, revision: str = "main", hub_cache: str | Path | None = None) -> Path:
+    """Snapshot a hub model into `out` (resumable through `<out>.part/`) and record its commit.
+
+    With `hub_cache` (a Hugging Face cache directory in hub layout, e.g. a copy of
+    ~/.cache/huggingface/hub), the snapshot is copied from there instead, offline
+    (`copy_from_hub_cache`).
+    """
+    if hub_cache is not None:
+        return copy_from_hub_cache(repo_id, out, revision, hub_cache)
     # This is the one step allowed online; jobs get HF_HUB_OFFLINE=1 (rules/common.smk).
     # huggingface_hub reads the variable at import, so set it before importing.
     os.environ["HF_HUB_OFFLINE"] = "0"
@@ -291,12 +303,96 @@ def fetch_model(repo_id: str, out: str | Path, revision: str = "main") -> Path:
     if not (part / "config.json").exists():
         raise UMRError(f"{repo_id}: the snapshot has no config.json; not a transformers model")
     shutil.rmtree(part / ".cache", ignore_errors=True)  # huggingface_hub's resume metadata
-    (part / "UMR_SOURCE.json").write_text(json.dumps(
-        {"repo_id": repo_id, "revision": revision, "commit": info.sha,
-         "files": sorted(str(p.relative_to(part)) for p in part.rglob("*") if p.is_file())}, indent=2) + "\n")
+    _write_source(part, repo_id, revision, info.sha, "hub")
     if out.exists():
         shutil.rmtree(out)
     os.replace(part, out)
+    log.info("wrote %s", out)
+    return out
+
+
+def _write_source(snapshot: Path, repo_id: str, revision: str, commit: str, source: str) -> None:
+    """`UMR_SOURCE.json`: where a local model directory came from."""
+    (snapshot / "UMR_SOURCE.json").write_text(json.dumps(
+        {"repo_id": repo_id, "revision": revision, "commit": commit, "source": source,
+         "files": sorted(str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_file())}, indent=2) + "\n")
+
+
+COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def _matches(name: str, patterns: list[str]) -> bool:
+    """huggingface_hub's ignore-pattern test (fnmatch; a pattern ending in "/" covers the folder)."""
+    return any(fnmatch.fnmatch(name, p + "*" if p.endswith("/") else p) for p in patterns)
+
+
+def hub_cache_snapshot(repo_id: str, revision: str, hub_cache: str | Path) -> tuple[str, Path]:
+    """(commit, snapshot directory) of `repo_id` at `revision` in a hub-layout cache; a one-line UMRError if absent.
+
+    The layout is huggingface_hub's: `models--<org>--<name>/refs/<revision>` holds the
+    commit of a branch or tag, `snapshots/<commit>/` the files (symlinks into `blobs/`).
+    A revision that is a commit hash needs no ref. `hub_cache` may also be the directory
+    above `hub/` (~/.cache/huggingface).
+    """
+    cache = Path(hub_cache).expanduser()
+    where = f"{repo_id}@{revision} in hub cache {cache}"
+    if not cache.is_dir():
+        raise UMRError(f"{where}: the hub cache directory does not exist")
+    folder = f"models--{repo_id.replace('/', '--')}"
+    repo = cache / folder
+    if not repo.is_dir() and (cache / "hub" / folder).is_dir():
+        repo = cache / "hub" / folder
+    if not repo.is_dir():
+        raise UMRError(f"{where}: no {folder}/ (fill the cache with `hf download {repo_id} "
+                       f"--revision {revision} --cache-dir {cache}` where there is internet)")
+    ref = repo / "refs" / revision
+    if ref.is_file():
+        commit = ref.read_text(encoding="utf-8").strip()
+    elif COMMIT.match(revision):
+        commit = revision
+    else:
+        refs = sorted(str(p.relative_to(repo / "refs")) for p in (repo / "refs").rglob("*") if p.is_file())
+        raise UMRError(f"{where}: no ref {revision!r} (the cache has refs: {', '.join(refs) or 'none'})")
+    snapshot = repo / "snapshots" / commit
+    if not COMMIT.match(commit) or not snapshot.is_dir():
+        raise UMRError(f"{where}: no snapshot for commit {commit!r} ({snapshot} is missing)")
+    return commit, snapshot
+
+
+def copy_from_hub_cache(repo_id: str, out: str | Path, revision: str, hub_cache: str | Path) -> Path:
+    """Copy a model's snapshot from a hub-layout cache into `out`, offline, atomically; record its commit.
+
+    Files are copied (symlinks into `blobs/` followed), skipping the same unused weight
+    formats as a download (`ignore_patterns`), into `<out>.part/`, which becomes `out`
+    only when complete: a failure leaves neither behind.
+    """
+    out = Path(out)
+    part = out.with_name(out.name + ".part")
+    commit, snapshot = hub_cache_snapshot(repo_id, revision, hub_cache)
+    where = f"{repo_id}@{revision} in hub cache {hub_cache}"
+    files = sorted(str(p.relative_to(snapshot).as_posix()) for p in snapshot.rglob("*")
+                   if p.is_file() or p.is_symlink())
+    if "config.json" not in files:
+        raise UMRError(f"{where}: snapshot {commit} has no config.json; not a transformers model")
+    patterns = ignore_patterns(files)
+    wanted = [name for name in files if not _matches(name, patterns)]
+    log.info("copying %s at commit %s from hub cache %s (%d files, skipping %s)", repo_id, commit, hub_cache,
+             len(wanted), ", ".join(patterns))
+    shutil.rmtree(part, ignore_errors=True)
+    try:
+        for name in wanted:
+            source = snapshot / name
+            if not source.exists():
+                raise UMRError(f"{where}: {name} of snapshot {commit} is a broken link (its blob is missing)")
+            (part / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, part / name)  # follows the symlink into blobs/
+        _write_source(part, repo_id, revision, commit, f"hub-cache:{Path(hub_cache).expanduser().resolve()}")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(part, out)
+    except BaseException:
+        shutil.rmtree(part, ignore_errors=True)
+        raise
     log.info("wrote %s", out)
     return out
 
@@ -317,6 +413,8 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--repo-id", required=True)
     m.add_argument("--revision", default="main")
     m.add_argument("--out", required=True)
+    m.add_argument("--hub-cache", help="copy from this Hugging Face cache in hub layout (models--org--name/...), "
+                                       "offline, instead of downloading")
     v = sub.add_parser("verify", help="check downloaded files against the manifest")
     v.add_argument("--manifest", required=True)
     v.add_argument("--root", required=True, help="directory the manifest keys are relative to")
@@ -329,7 +427,7 @@ def _main(args: argparse.Namespace) -> None:
         download_file(args.url, args.out, manifest=args.manifest, key=args.key, sha256=args.sha256 or None,
                       attempts=args.attempts, timeout=args.timeout)
     elif args.command == "model":
-        fetch_model(args.repo_id, args.out, args.revision)
+        fetch_model(args.repo_id, args.out, args.revision, args.hub_cache)
     else:
         problems = verify_files(args.manifest, args.root, args.keys or None)
         if problems:

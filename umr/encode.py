@@ -17,15 +17,18 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import logging
+import pickle
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
 from tqdm import tqdm
-from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from umr.corpus import Corpus
 from umr.errors import UMRError
@@ -36,24 +39,169 @@ from umr.records import Passage
 QUERY_DIR, PASSAGE_DIR = "query_encoder", "passage_encoder"
 
 
+# Tokenizer files in the order AutoTokenizer prefers them: a fast tokenizer's tokenizer.json, else the
+# vocabulary its class converts on loading (mT5/mT0 ship only spiece.model, mContriever BERT's vocab.txt).
+TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "sentencepiece.bpe.model", "vocab.txt", "vocab.json")
+SENTENCEPIECE_FILES = ("spiece.model", "sentencepiece.bpe.model")
+# Weights files in the order `from_pretrained` prefers them.
+WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                 "pytorch_model.bin.index.json")
+# Text in the seven XOR scripts and English: a sentencepiece tokenizer's conversion is checked on it.
+PROBE_TEXT = ("Marie Curie (1867) won 2 Nobel prizes? Мария Кюри, ماري كوري, মারি কুরি, Marie Curie syntyi, "
+              "マリ・キュリー, 마리 퀴리, మేరీ క్యూరీ")
+
+
 def load_pretrained(name_or_path: str, what: str = "model", model_class: type = AutoModel,
+                    dtype: torch.dtype = torch.float32,
                     **kwargs: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A model and its tokenizer by hub name or local directory; a bad checkpoint is a one-line UMRError.
 
-    `what` names the model in the message ("model", "reranker", ...). A truncated or
-    corrupt weights file raises safetensors' own error type, caught here too.
+    `what` names the model in the message ("model", "reranker", ...). Weights are
+    loaded in `dtype` (float32 unless asked: transformers 5 would otherwise keep the
+    checkpoint's own). Checkpoints in the hub's older formats load too: a tokenizer
+    from `vocab.txt` (BERT) or a sentencepiece `spiece.model` (mT5; converting it
+    needs `protobuf`) when there is no `tokenizer.json`, weights from `pytorch_model.bin`.
+    A BERT encoder is built without its pooler (pooling is a masked mean here, and
+    mContriever's checkpoint has no pooler weights); any other missing, unexpected or
+    resized weight is reported. One INFO line says what was loaded from which files:
+    `loaded <what> <path>: tokenizer <class> from <file>; model <class> <dtype> from <weights file>`.
+    A truncated or corrupt weights file raises safetensors' or torch's own error types, caught here too.
     """
     path = Path(name_or_path)
     looks_local = path.is_absolute() or name_or_path.startswith((".", "results/")) or path.exists()
-    if looks_local and not (path / "config.json").exists():
-        raise UMRError(f"{name_or_path}: {what} directory not found or has no config.json")
+    if looks_local:
+        if not (path / "config.json").exists():
+            raise UMRError(f"{name_or_path}: {what} directory not found or has no config.json")
+        _check_tokenizer_files(path, name_or_path, what)
     try:
+        config = AutoConfig.from_pretrained(name_or_path)
+        if model_class is AutoModel and config.model_type in POOLER_MODEL_TYPES:
+            kwargs.setdefault("add_pooling_layer", False)
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        model = model_class.from_pretrained(name_or_path, **kwargs)
-    except (OSError, ValueError, SafetensorError) as err:
+        with _quiet_load_report():
+            model, info = model_class.from_pretrained(name_or_path, dtype=dtype, output_loading_info=True, **kwargs)
+    except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError, SafetensorError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UMRError(f"{name_or_path}: cannot load {what} ({first_line})") from None
+    source = path if looks_local else _snapshot_dir(name_or_path)
+    _report_weights(info, name_or_path, what)
+    _check_tokenizer(tokenizer, source, name_or_path, what)
+    # A token id past the embedding matrix fails deep inside a job as "index out of range in self".
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise UMRError(f"{name_or_path}: cannot load {what}: its tokenizer has {len(tokenizer)} tokens but the "
+                       f"model's embedding matrix only {rows} rows (config.json vocab_size); tokenizer and "
+                       "weights do not belong together")
+    log.info("loaded %s %s: tokenizer %s from %s; model %s %s from %s", what, name_or_path, type(tokenizer).__name__,
+             _tokenizer_source(source), type(model).__name__, str(model.dtype).removeprefix("torch."),
+             _weights_source(source))
     return model, tokenizer
+
+
+# BERT-style encoders whose pooler (a dense layer on the first token) the retriever never uses.
+POOLER_MODEL_TYPES = {"bert"}
+
+
+def _check_tokenizer_files(path: Path, name: str, what: str) -> None:
+    """A one-line UMRError unless `path` has a tokenizer that loads: a known file, a parseable sentencepiece model."""
+    present = [f for f in TOKENIZER_FILES if (path / f).is_file()]
+    if not present:
+        raise UMRError(f"{name}: cannot load {what}: no tokenizer file (none of {', '.join(TOKENIZER_FILES)})")
+    if present[0] in SENTENCEPIECE_FILES:
+        model_file = path / present[0]
+        try:
+            import sentencepiece
+        except ImportError:
+            raise UMRError(f"{name}: cannot load {what}: its tokenizer is a sentencepiece {present[0]} "
+                           "(no tokenizer.json), which needs the sentencepiece package") from None
+        try:
+            sentencepiece.SentencePieceProcessor(model_file=str(model_file))
+        except (RuntimeError, OSError) as err:
+            detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UMRError(f"{name}: cannot load {what}: {present[0]} is not a valid sentencepiece model "
+                           f"({detail})") from None
+        try:
+            import google.protobuf  # noqa: F401 (transformers reads the model's protobuf to convert it)
+        except ImportError:
+            raise UMRError(f"{name}: cannot load {what}: its tokenizer is a sentencepiece {present[0]} "
+                           "(no tokenizer.json), and converting it to a fast tokenizer needs the protobuf package "
+                           "(pip install protobuf)") from None
+
+
+def _snapshot_dir(name: str) -> Path | None:
+    """The local directory a hub model was loaded from (its cache snapshot), if it can be found offline."""
+    try:
+        from transformers.utils import cached_file
+
+        found = cached_file(name, "config.json", local_files_only=True)
+    except (OSError, ValueError):
+        return None
+    return Path(found).parent if found else None
+
+
+def _tokenizer_source(source: Path | None) -> str:
+    if source is None:
+        return "?"
+    present = [f for f in TOKENIZER_FILES if (source / f).is_file()]
+    if not present:
+        return "?"
+    return present[0] if present[0] == "tokenizer.json" else f"{present[0]} (no tokenizer.json)"
+
+
+def _weights_source(source: Path | None) -> str:
+    if source is None:
+        return "?"
+    return next((f for f in WEIGHTS_FILES if (source / f).is_file()), "?")
+
+
+class _DropLoadReport(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in str(record.msg)
+
+
+@contextmanager
+def _quiet_load_report() -> Iterator[None]:
+    """Leave out transformers' table of missing/unexpected weights (`_report_weights` says it in one line)."""
+    logger, drop = logging.getLogger("transformers.modeling_utils"), _DropLoadReport()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
+def _report_weights(info: dict, name: str, what: str) -> None:
+    """Warn about weights the checkpoint lacks (initialised at random) or has in excess (ignored); poolers excepted."""
+    def keys(kind: str) -> list[str]:
+        return sorted(str(k) for k in info.get(kind) or () if not str(k).startswith("pooler."))
+
+    problems = [f"{label}: {', '.join(found[:10])}{' ...' if len(found) > 10 else ''}"
+                for label, found in (("missing from the checkpoint, initialised at random", keys("missing_keys")),
+                                     ("in the checkpoint but not in the model, ignored", keys("unexpected_keys")),
+                                     ("of another shape in the checkpoint", keys("mismatched_keys")))
+                if found]
+    if problems:
+        log.warning("%s: %s weights %s", name, what, "; ".join(problems))
+
+
+def _check_tokenizer(tokenizer: PreTrainedTokenizerBase, source: Path | None, name: str, what: str) -> None:
+    """Warnings for tokenizers that load but would not tokenize as the checkpoint was trained."""
+    if source is None:
+        return
+    present = [f for f in TOKENIZER_FILES if (source / f).is_file()]
+    if present and present[0] in SENTENCEPIECE_FILES:
+        import sentencepiece
+
+        reference = sentencepiece.SentencePieceProcessor(model_file=str(source / present[0])).encode(PROBE_TEXT)
+        converted = tokenizer(PROBE_TEXT, add_special_tokens=False)["input_ids"]
+        if converted != reference:
+            log.warning("%s: %s's tokenizer %s (converted from %s) tokenizes differently from sentencepiece itself "
+                        "(%d vs %d tokens on a multilingual probe text)", name, what, type(tokenizer).__name__,
+                        present[0], len(converted), len(reference))
+    if getattr(tokenizer, "do_lower_case", False) and any(
+            piece != piece.lower() for piece in tokenizer.get_vocab() if not piece.startswith("[")):
+        log.warning("%s: %s's tokenizer lowercases its input but its vocabulary is cased "
+                    "(no \"do_lower_case\": false in tokenizer_config.json?)", name, what)
 
 
 @dataclass

@@ -333,7 +333,7 @@ def _main(args: argparse.Namespace) -> None:
     if args.task == "xor_full" and english_gold is None:
         log.warning("no --english-gold: XOR-Full is scored on subset 'all' only")
     run = merge_runs(args.run)
-    with Corpus(args.corpus, args.corpus_offsets) as corpus:
+    with Corpus(args.corpus, args.corpus_offsets, source=args.run) as corpus:
         predictions = build_predictions(gold, run, corpus, args.missing)
     rows = evaluate_run(args.task, args.split, gold, predictions, english_gold, top_k=args.top_k)
     if args.predictions_out:

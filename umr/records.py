@@ -1,8 +1,14 @@
 """Typed records and the file formats at the pipeline's boundaries.
 
-- questions: XOR-TyDi QA JSONL (`id`, `question`, `answers`, `lang`), read the same way
-  for the toy benchmark and the real data;
-- passages: DPR TSV (`id \\t text \\t title`, header row starting with `id`);
+- questions: XOR-TyDi QA JSONL (`id`, `question`, `answers`, `lang`, plus fields such as
+  `split` that are ignored; ids are strings, JSON numbers are accepted as such), read the
+  same way for the toy benchmark and the real data;
+- passages: DPR TSV (`id \\t text \\t title`) as `csv.writer(delimiter="\\t")` writes it:
+  a field holding a quote or a tab is quoted and its quotes are doubled (the title
+  `"Weird Al" Yankovic` is stored as three quotes, `Weird Al`, two quotes, ` Yankovic`, one
+  quote). DPR's English collection has a header row `id text title`; CORA's multilingual
+  `all_w100.tsv` has none (CORA wikipedia_preprocess/build_dpr_w100_data.py). Ids stay
+  strings, integer-looking ones too;
 - runs: TREC run files (`qid Q0 docid rank score tag`), higher score = better.
 
 Training stages read questions through `read_questions`, which has no answers
@@ -82,7 +88,8 @@ def _field(path: Path, line_no: int, obj: dict, name: str) -> str:
         value = str(value)
     if not isinstance(value, str) or not value.strip():
         raise InputFileError(path, f"field {name!r} must be a non-empty string", line_no)
-    return value
+    # The official loaders strip `lang` (HF xor_tydi_qa, MiuLab/UMR openqa_dataset.py).
+    return value.strip() if name == "lang" else value
 
 
 def _answers(path: Path, line_no: int, obj: dict) -> tuple[str, ...]:
@@ -157,52 +164,106 @@ def write_questions(path: str | Path, questions: Iterable[GoldQuestion | Questio
 DPR_HEADER = ("id", "text", "title")
 
 
-def iter_dpr_tsv(path: str | Path) -> Iterator[Passage]:
-    """Passages of a DPR TSV file (`id, text, title`, header row optional).
+def parse_dpr_line(line: str, path: str | Path, line_no: int | None) -> list[str]:
+    """The fields of one DPR TSV line, as `csv.reader(delimiter="\\t")` reads them.
 
-    Wrong column counts, non-UTF-8 bytes and duplicate ids are errors naming the
-    file and line; an empty corpus is an error.
+    Most lines hold no quote and are split directly; the others go through the csv
+    module (a quoted field keeps its tabs, doubled quotes are undone). A quoted field
+    that runs past the end of the line (a newline inside quotes) is an error: the
+    corpus is addressed by line offsets, so one record must be one line.
+    """
+    line = line.rstrip("\r\n")
+    if '"' not in line:
+        return line.split("\t")
+    spilled = False
+
+    def one_line() -> Iterator[str]:
+        nonlocal spilled
+        yield line + "\n"
+        spilled = True  # the reader asked for more: a quoted field is still open
+
+    try:
+        row = next(csv.reader(one_line(), delimiter="\t"), [])
+    except csv.Error as err:
+        if not spilled:
+            raise InputFileError(path, f"malformed quoted field ({err})", line_no) from None
+    if spilled:
+        raise InputFileError(path, "a quoted field is not closed on its line (a newline inside quotes?): "
+                                   "records spanning lines are not supported", line_no)
+    return row
+
+
+def iter_dpr_rows(path: str | Path) -> Iterator[tuple[int, Passage]]:
+    """(byte offset of the line, passage) for each row of a DPR TSV file, validated.
+
+    A first line whose first field is `id` is the header (DPR's files have one,
+    CORA's does not). Wrong column counts, unclosed quotes, non-UTF-8 bytes and
+    duplicate ids are errors naming the file and line; an empty corpus is an error.
     """
     path = Path(path)
     seen: set[str] = set()
     count = 0
+    pos = 0
     with open(path, "rb") as handle:
         for line_no, raw in enumerate(handle, start=1):
+            offset, pos = pos, pos + len(raw)
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as err:
                 raise InputFileError(path, f"not valid UTF-8 ({err.reason} at byte {err.start})", line_no) from None
-            line = line.rstrip("\r\n")
-            if not line:
+            if not line.strip("\r\n"):
                 continue
-            fields = line.split("\t")
+            fields = parse_dpr_line(line, path, line_no)
             if line_no == 1 and fields[0] == "id":
                 continue
             if len(fields) != 3:
                 raise InputFileError(path, f"expected 3 tab-separated columns (id, text, title), found {len(fields)}", line_no)
             pid, text, title = fields
-            # DPR's TSV quotes texts that contain quotes: strip one level like csv would.
-            if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
-                text = text[1:-1].replace('""', '"')
             if not pid:
                 raise InputFileError(path, "empty passage id", line_no)
             if pid in seen:
                 raise InputFileError(path, f"duplicate passage id {pid!r}", line_no)
             seen.add(pid)
             count += 1
-            yield Passage(pid, title, text)
+            yield offset, Passage(pid, title, text)
     if count == 0:
         raise InputFileError(path, "empty corpus: no passages")
 
 
+def iter_dpr_tsv(path: str | Path) -> Iterator[Passage]:
+    """Passages of a DPR TSV file (`id, text, title`, header row optional); see `iter_dpr_rows`."""
+    for _, passage in iter_dpr_rows(path):
+        yield passage
+
+
+def _quote_field(value: str) -> str:
+    # csv.writer's QUOTE_MINIMAL for delimiter "\t" once newlines are ruled out
+    if '"' in value or "\t" in value:
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def dpr_tsv_line(passage: Passage) -> str:
+    """One row as `csv.writer(delimiter="\\t", lineterminator="\\n")` writes it.
+
+    A newline in a field would make a record span lines, which the line-offset
+    reader rejects, so it is a ValueError here.
+    """
+    for name, value in (("id", passage.id), ("text", passage.text), ("title", passage.title)):
+        if "\n" in value or "\r" in value:
+            raise ValueError(f"passage {passage.id}: {name} contains a newline")
+    return "\t".join(_quote_field(v) for v in (passage.id, passage.text, passage.title)) + "\n"
+
+
+DPR_HEADER_LINE = "\t".join(DPR_HEADER) + "\n"
+
+
 def write_dpr_tsv(path: str | Path, passages: Iterable[Passage]) -> None:
+    """DPR TSV with its header row, quoted like DPR's own files (csv.writer)."""
     with open(path, "w", encoding="utf-8", newline="") as handle:
-        handle.write("\t".join(DPR_HEADER) + "\n")
+        handle.write(DPR_HEADER_LINE)
         for p in passages:
-            for name, value in (("id", p.id), ("text", p.text), ("title", p.title)):
-                if "\t" in value or "\n" in value:
-                    raise ValueError(f"passage {p.id}: {name} contains a tab or newline")
-            handle.write(f"{p.id}\t{p.text}\t{p.title}\n")
+            handle.write(dpr_tsv_line(p))
 
 
 def write_trec_run(path: str | Path, run: Run, tag: str) -> None:

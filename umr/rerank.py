@@ -83,12 +83,17 @@ class Reranker:
         self.template = TEMPLATES[template]
         self.aggregation = aggregation
         self.device = device_for(device)
-        # mT5 overflows in fp16: bf16 on GPU, fp32 on CPU.
+        # mT5 overflows in fp16: bf16 on GPU, fp32 on CPU unless bf16 is asked for (it runs there too, slower).
+        if dtype not in ("auto", "bf16", "fp32"):
+            raise UMRError(f"unknown reranker dtype {dtype!r}; choose from auto, bf16, fp32 (fp16 overflows in mT5)")
         torch_dtype = {"auto": torch.bfloat16 if self.device.type == "cuda" else torch.float32,
                        "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
         self.model, self.tokenizer = load_pretrained(model, "reranker", AutoModelForSeq2SeqLM, dtype=torch_dtype)
         self.model.to(self.device).eval()
+        # Exact rewrites; oneDNN products and fused norms only for fp32 weights (bf16 keeps torch's kernels).
         optimise_for_inference(self.model)
+        log.info("reranker computes in %s on %s (dtype setting %s)", str(self.model.dtype).removeprefix("torch."),
+                 self.device, dtype)
         self.max_input_length = max_input_length
         self.max_label_length = max_label_length
         self.batch_tokens = batch_tokens
@@ -202,8 +207,11 @@ class Reranker:
         bad = ~np.isfinite(scores)
         if bad.any():
             q, p = pairs[int(np.argmax(bad))]
-            raise UMRError(f"reranker produced {int(bad.sum())} non-finite score(s), e.g. question {q.id} passage {p.id}; "
-                           "use bf16 or fp32, never fp16, for mT5")
+            dtype = str(self.model.dtype).removeprefix("torch.")
+            advice = ("rerun with rerank.dtype: fp32" if dtype != "float32"
+                      else "the model's weights or inputs are broken (NaN/inf even in fp32)")
+            raise UMRError(f"reranker produced {int(bad.sum())} non-finite score(s) computing in {dtype}, e.g. question "
+                           f"{q.id} passage {p.id}; {advice} (mT5 overflows in fp16)")
         return scores
 
 
@@ -342,7 +350,7 @@ def _main(args: argparse.Namespace) -> None:
     run = read_trec_run(args.run)
     reranker = Reranker(args.model, args.template, args.aggregation, args.device, args.dtype,
                         batch_tokens=args.batch_tokens)
-    with Corpus(args.corpus, args.offsets) as corpus:
+    with Corpus(args.corpus, args.offsets, source=args.run) as corpus:
         reranked = rerank_run(reranker, questions, run, corpus, args.top_k, load_cache(args.cache),
                               resume_out=args.out, part_pairs=args.part_pairs)
     with atomic_file(args.out) as tmp:

@@ -100,7 +100,7 @@ def score(task: str, split: str, gold_path: str | Path, runs: Sequence[str | Pat
             raise UMRError("a TREC run needs --corpus (the collection its passage ids refer to)")
         from umr.corpus import Corpus
 
-        with Corpus(corpus, corpus_offsets) as c:
+        with Corpus(corpus, corpus_offsets, source=runs) as c:
             predictions = build_predictions(gold, merge_runs(runs), c, missing)
     rows = evaluate_run(task, split, gold, predictions, english_gold)
     write_rows(out, rows)

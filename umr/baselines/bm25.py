@@ -40,7 +40,8 @@ from typing import Iterable, Sequence
 from umr.errors import UMRError
 from umr.io import atomic_dir, atomic_file, log, run_cli
 from umr.languages import LANGUAGE_NAMES
-from umr.records import DPR_HEADER, Passage, Question, Run, iter_dpr_tsv, read_questions, write_trec_run
+from umr.records import (DPR_HEADER_LINE, Passage, Question, Run, dpr_tsv_line, iter_dpr_tsv, read_questions,
+                         write_trec_run)
 
 DEFAULT_K1 = 0.82  # CORA's BM25 baseline (baselines/bm25/search_index.py)
 DEFAULT_B = 0.68
@@ -167,8 +168,8 @@ def split_by_language(corpus: str | Path, out_dir: str | Path, languages: Sequen
                 handle = handles.get(lang)
                 if handle is None:
                     handle = handles[lang] = open(tmp / f"{lang}.tsv", "w", encoding="utf-8", newline="")
-                    handle.write("\t".join(DPR_HEADER) + "\n")
-                handle.write(f"{p.id}\t{p.text}\t{p.title}\n")
+                    handle.write(DPR_HEADER_LINE)
+                handle.write(dpr_tsv_line(p))  # re-quoted as read: titles may hold quotes and tabs
                 if i % 1_000_000 == 0:
                     log.info("split: %d passages read (%s)", i, _fmt_counts(counts))
         finally:

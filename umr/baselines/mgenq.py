@@ -226,11 +226,15 @@ class QuestionGenerator:
 
         self.name = model
         self.device = device_for(device)
-        # mT0 is mT5, which overflows in fp16: bf16 on GPU, fp32 on CPU.
+        # mT0 is mT5, which overflows in fp16: bf16 on GPU, fp32 on CPU unless bf16 is asked for (it runs there too).
+        if dtype not in ("auto", "bf16", "fp32"):
+            raise UMRError(f"unknown generator dtype {dtype!r}; choose from auto, bf16, fp32 (fp16 overflows in mT5)")
         torch_dtype = {"auto": torch.bfloat16 if self.device.type == "cuda" else torch.float32,
                        "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
         self.model, self.tokenizer = load_pretrained(model, "question generator", AutoModelForSeq2SeqLM, dtype=torch_dtype)
         self.model.to(self.device).eval()
+        log.info("question generator computes in %s on %s (dtype setting %s)",
+                 str(self.model.dtype).removeprefix("torch."), self.device, dtype)
 
     @torch.inference_mode()
     def generate(self, prompts: Sequence[str], seeds: Sequence[int], sampling: SamplingSettings,
@@ -627,7 +631,7 @@ def _train_main(args: argparse.Namespace) -> None:
         query_chunk_size=args.query_chunk_size, passage_chunk_size=args.passage_chunk_size)
     if args.checkpoint_every < 0:
         raise UMRError(f"--checkpoint-every: must be 0 (off) or a number of steps, got {args.checkpoint_every}")
-    with Corpus(args.corpus, args.offsets) as corpus:
+    with Corpus(args.corpus, args.offsets, source=args.pairs) as corpus:
         train(args.student, args.pairs, corpus, settings, args.out, args.device, args.checkpoint_every,
               args.checkpoint_dir or checkpoint_dir_for(args.out))
     log.info("saved %s", args.out)

@@ -1,0 +1,115 @@
+"""The rehearsal of the paper run (`make rehearsal`) through the repository's SLURM profile.
+
+config.paper.yaml + config.rehearsal.yaml (sizes only) on a single-node SLURM cluster, data
+downloaded over HTTP from files in the published formats, models fetched from a hub-layout
+cache holding checkpoints in the real formats (`vocab.txt` BERT, `spiece.model` mT5/mT0,
+`pytorch_model.bin`). Asserts what a cluster user's first run depends on: every rule of the
+paper DAG ran, the tokenizers the real files imply were loaded (no `tokenizer.json` anywhere),
+reranking ran in bf16, and metrics.csv fills every row of Tables 1, 3 and 7.
+
+About 20-30 minutes here; runs in CI (it replaces the miniature toy DAG on SLURM, which it
+covers). `UMR_TEST_SKIP_REHEARSAL=1` leaves it out of a local run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from umr.rehearsal import run as rehearsal
+from umr.tables import build_table, read_metrics, table_spec
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def rehearsed(slurm_cluster, tmp_path_factory):
+    if os.environ.get("UMR_TEST_SKIP_REHEARSAL") == "1":
+        pytest.skip("UMR_TEST_SKIP_REHEARSAL=1")
+    workdir = tmp_path_factory.mktemp("rehearsal")
+    cmd = [sys.executable, "-m", "umr.rehearsal", "--workdir", str(workdir)]
+    proc = subprocess.run(cmd, cwd=REPO, env=slurm_cluster.env, capture_output=True, text=True, timeout=3600)
+    print(proc.stdout[-3000:])
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    config = rehearsal.load_config(rehearsal.PAPER_CONFIG, rehearsal.OVERRIDE_CONFIG)
+    return workdir, workdir / "results" / config["dataset"], config
+
+
+def paper_rules() -> set[str]:
+    """Rules of the paper DAG: a dry run of config.paper.yaml through the site profile."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("UMR_SLURM_", "SBATCH_", "SLURM_"))}
+    env["UMR_SLURM_SKIP_SITE_CHECK"] = "1"
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--profile", "slurm", "-n", "--quiet", "rules"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stats = (proc.stdout + proc.stderr).split("Job stats:")[-1]
+    return {rule for rule, _ in re.findall(r"^(\w+)\s+(\d+)$", stats, re.M)} - {"total"}
+
+
+@pytest.mark.slurm
+@pytest.mark.dag
+def test_every_rule_of_the_paper_dag_ran_through_slurm(rehearsed):
+    workdir, results, _ = rehearsed
+    summary = json.loads((results / "rehearsal.json").read_text())
+    assert summary["mode"] == "slurm" and summary["exit_status"] == 0
+    missing = paper_rules() - set(summary["jobs_per_rule"])
+    assert not missing, f"rules of the paper DAG that never ran in the rehearsal: {sorted(missing)}"
+    log = (workdir / summary["snakemake_log"]).read_text()
+    submitted = set(re.findall(r"submitted with SLURM jobid \d+ \(log: \S*/slurm_logs/rule_(\w+)/", log))
+    assert {"encode_corpus", "rerank", "distill", "generate_questions", "train_mgenq"} <= submitted, sorted(submitted)
+    print(f"rehearsal: {summary['jobs']} jobs in {summary['wall_seconds']:.0f} s: {summary['jobs_per_rule']}")
+
+
+@pytest.mark.slurm
+@pytest.mark.dag
+def test_real_checkpoint_formats_were_loaded(rehearsed):
+    """The tokenizers the hub files imply, and no tokenizer.json in the cache or the fetched models."""
+    workdir, results, config = rehearsed
+    for root in (results / "sources" / "hub", results / "models" / "hub"):
+        assert root.is_dir(), root
+        assert not list(root.rglob("tokenizer.json")), f"a tokenizer.json under {root}"
+    fetched = {name: json.loads((results / "models" / "hub" / name / "UMR_SOURCE.json").read_text())
+               for name in config["models"]}
+    assert all(source["source"].startswith("hub-cache:") for source in fetched.values()), fetched
+    logs = results / "logs"
+    encode = "\n".join(p.read_text() for p in logs.glob("encode_corpus*.log"))
+    rerank = "\n".join(p.read_text() for p in logs.glob("rerank*.log"))
+    genq = "\n".join(p.read_text() for p in logs.glob("generate_questions*.log"))
+    assert re.search(r"tokenizer \w+ from vocab\.txt", encode), encode[-2000:]
+    assert re.search(r"model \w+ \S+ from pytorch_model\.bin", encode), encode[-2000:]
+    assert re.search(r"tokenizer \w+ from spiece\.model", rerank), rerank[-2000:]
+    assert re.search(r"tokenizer \w+ from spiece\.model", genq), genq[-2000:]
+
+
+@pytest.mark.slurm
+@pytest.mark.dag
+def test_reranking_ran_in_bf16(rehearsed):
+    _, results, _ = rehearsed
+    logs = list((results / "logs").glob("rerank*.log"))
+    assert logs
+    for path in logs:
+        text = path.read_text()
+        assert "bfloat16" in text and "float32 from" not in text, (path, text[-1500:])
+
+
+@pytest.mark.slurm
+@pytest.mark.dag
+@pytest.mark.parametrize("table_id", ["table1", "table3", "table7"])
+def test_metrics_fill_every_row_of_the_paper_tables(rehearsed, table_id):
+    _, results, config = rehearsed
+    # paper=False: one row per spec row, every cell ours (the paper's numbers are not in metrics.csv)
+    spec = dataclasses.replace(table_spec(config, table_id), paper=False)
+    table = build_table(spec, read_metrics(results / "metrics.csv"))
+    ours = [row for row, spec_row in zip(table.rows, spec.rows, strict=True) if not spec_row.reported]
+    assert ours, table_id
+    empty = [row[0] for row in ours if any(cell is None for cell in row[1:])]
+    assert not empty, f"{table_id}: rows without scores in metrics.csv: {empty}"
+    assert (results / "tables" / f"{table_id}.md").exists()
+

@@ -1,0 +1,1 @@
+"""The rehearsal of the paper run on a CPU: miniature sources in the published formats (see umr.rehearsal.run)."""
