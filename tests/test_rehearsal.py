@@ -42,6 +42,11 @@ def rehearsed(slurm_cluster, tmp_path_factory):
     return workdir, workdir / "results" / config["dataset"], config
 
 
+def job_logs(results: Path, rule: str) -> list[Path]:
+    """The logs of a rule's jobs: each node keeps its own in <node>/logs/."""
+    return sorted(results.rglob(f"logs/{rule}.*log"))
+
+
 def paper_rules() -> set[str]:
     """Rules of the paper DAG: a dry run of config.paper.yaml through the site profile."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("UMR_SLURM_", "SBATCH_", "SLURM_"))}
@@ -78,10 +83,8 @@ def test_real_checkpoint_formats_were_loaded(rehearsed):
     fetched = {name: json.loads((results / "models" / "hub" / name / "UMR_SOURCE.json").read_text())
                for name in config["models"]}
     assert all(source["source"].startswith("hub-cache:") for source in fetched.values()), fetched
-    logs = results / "logs"
-    encode = "\n".join(p.read_text() for p in logs.glob("encode_corpus*.log"))
-    rerank = "\n".join(p.read_text() for p in logs.glob("rerank*.log"))
-    genq = "\n".join(p.read_text() for p in logs.glob("generate_questions*.log"))
+    encode, rerank, genq = ("\n".join(p.read_text() for p in job_logs(results, rule))
+                            for rule in ("encode_corpus", "rerank", "generate_questions"))
     assert re.search(r"tokenizer \w+ from vocab\.txt", encode), encode[-2000:]
     assert re.search(r"model \w+ \S+ from pytorch_model\.bin", encode), encode[-2000:]
     assert re.search(r"tokenizer \w+ from spiece\.model", rerank), rerank[-2000:]
@@ -92,8 +95,8 @@ def test_real_checkpoint_formats_were_loaded(rehearsed):
 @pytest.mark.dag
 def test_reranking_ran_in_bf16(rehearsed):
     _, results, _ = rehearsed
-    logs = list((results / "logs").glob("rerank*.log"))
-    assert logs
+    logs = job_logs(results, "rerank")
+    assert len(logs) == 112, len(logs)  # 7 languages x 2 splits x 4 reranked nodes x 2 chunks
     for path in logs:
         text = path.read_text()
         assert "bfloat16" in text and "float32 from" not in text, (path, text[-1500:])
@@ -113,3 +116,60 @@ def test_metrics_fill_every_row_of_the_paper_tables(rehearsed, table_id):
     assert not empty, f"{table_id}: rows without scores in metrics.csv: {empty}"
     assert (results / "tables" / f"{table_id}.md").exists()
 
+
+
+# -- without a cluster ------------------------------------------------------------------------
+def test_a_cluster_that_cannot_start_is_one_line(tmp_path, monkeypatch):
+    """`make rehearsal` where SLURM cannot start says why and what to run instead, in one line."""
+    if os.geteuid() != 0:
+        pytest.skip("cluster.sh re-runs itself with sudo as a normal user")
+    foreign = tmp_path / "not-a-cluster"
+    foreign.mkdir()
+    monkeypatch.setenv("UMR_SLURM_DIR", str(foreign))  # exists, not made by cluster.sh: start refuses
+    with pytest.raises(rehearsal.UMRError) as err:
+        rehearsal.start_cluster()
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("cannot start a local SLURM cluster (")
+    assert "was not made by cluster.sh" in message and "make rehearsal LOCAL=1" in message
+    assert list(foreign.iterdir()) == []
+
+
+def test_sources_config_is_stable_so_a_rerun_redoes_nothing(tmp_path):
+    """The URLs and the cache path are rule parameters: the same run writes the same file."""
+    path = tmp_path / "sources.yaml"
+    rehearsal.write_sources_config(path, "http://127.0.0.1:47831", tmp_path / "hub")
+    before = (path.read_text(), path.stat().st_mtime_ns)
+    rehearsal.write_sources_config(path, "http://127.0.0.1:47831", tmp_path / "hub")
+    assert (path.read_text(), path.stat().st_mtime_ns) == before
+    config = rehearsal.load_config(rehearsal.PAPER_CONFIG, rehearsal.OVERRIDE_CONFIG, path)
+    assert config["data"]["urls"]["corpus/xor_full.tsv"] == "http://127.0.0.1:47831/all_w100.tsv"
+    assert config["hub_cache"] == str((tmp_path / "hub").resolve())
+
+
+def test_override_changes_only_sizes():
+    """config.rehearsal.yaml may change sizes, never the method: listed keys only."""
+    import yaml
+
+    override = yaml.safe_load(rehearsal.OVERRIDE_CONFIG.read_text())
+
+    def leaves(d, prefix=""):
+        for key, value in d.items():
+            if isinstance(value, dict) and key != "questions":
+                yield from leaves(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}"
+
+    allowed = {"dataset", "retrieval.shards", "resources.threads", "umr.rerank.chunks", "umr.rerank.dtype",
+               "umr.distill.epochs", "umr.distill.warmup_steps", "umr.distill.checkpoint_every",
+               "baselines.mgenq.sampling.max_new_tokens", "baselines.mgenq.sampling.dtype",
+               "baselines.mgenq.train.epochs", "baselines.mgenq.train.warmup_steps",
+               "baselines.mgenq.train.batch_size"}
+    changed = {key for key in leaves(override) if not key.startswith("toy.")}
+    assert changed <= allowed, sorted(changed - allowed)
+
+
+def test_jobs_per_rule_reads_snakemake_log():
+    log = ("[Sun Dec  6 15:00:00 2026]\nrule rerank:\n    input: a\n\n"
+           "[Sun Dec  6 15:00:01 2026]\nlocalrule metrics:\n\n"
+           "[Sun Dec  6 15:00:02 2026]\nrule rerank:\n    wildcards: x\n\nrule all:\n")
+    assert rehearsal.jobs_per_rule(log) == {"metrics": 1, "rerank": 2}
