@@ -134,3 +134,17 @@ def test_server_answers_ranges(published):
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(f"{base_url}/missing.tsv")
         assert err.value.code == 404
+
+
+def test_a_port_in_use_is_one_line(tmp_path):
+    import socket
+
+    from umr.errors import UMRError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(UMRError, match=rf"cannot serve the rehearsal's files on 127\.0\.0\.1:{port} .*--port"):
+            with serve(tmp_path, port=port):
+                pass

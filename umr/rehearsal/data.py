@@ -40,6 +40,7 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
+from umr.errors import UMRError
 from umr.io import atomic_file
 from umr.records import GoldQuestion, Passage, iter_dpr_tsv, read_gold
 from umr.toy import data_files
@@ -219,7 +220,11 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
 def serve(root: Path, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """Serve `root` over HTTP from a background thread; yields the base URL (no trailing slash)."""
     handler = functools.partial(_RangeHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer((host, port), handler)
+    try:
+        server = http.server.ThreadingHTTPServer((host, port), handler)
+    except OSError as err:  # a port in use (another rehearsal?) is one line, not a traceback
+        raise UMRError(f"cannot serve the rehearsal's files on {host}:{port} ({err.strerror}); "
+                       "stop what uses that port or pass --port") from None
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, name="umr-rehearsal-http", daemon=True)
     thread.start()
