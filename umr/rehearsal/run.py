@@ -23,7 +23,6 @@ every job's inputs and parameters unchanged and has nothing to redo.
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import json
 import os
@@ -40,7 +39,7 @@ import yaml
 
 from umr.config import validate_config
 from umr.errors import UMRError
-from umr.io import atomic_file, log, run_cli
+from umr.io import atomic_file, log
 
 REPO = Path(__file__).resolve().parents[2]
 PAPER_CONFIG = REPO / "config.paper.yaml"
@@ -58,22 +57,14 @@ BIG_MEMORY_RULES = ("encode_corpus", "build_index", "retrieve", "rerank", "disti
 FAST_POLLING = ("--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1")
 
 
-def deep_merge(base: dict, override: dict) -> dict:
-    """What Snakemake does with several --configfile: nested keys of later files win."""
-    merged = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
 def load_config(*paths: Path) -> dict[str, Any]:
+    """The config Snakemake builds from several --configfile (later files' nested keys win), validated."""
+    from snakemake.utils import update_config
+
     merged: dict[str, Any] = {}
     for path in paths:
         with open(path, encoding="utf-8") as handle:
-            merged = deep_merge(merged, yaml.safe_load(handle) or {})
+            update_config(merged, yaml.safe_load(handle) or {})
     return validate_config(merged)
 
 
