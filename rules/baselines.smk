@@ -13,6 +13,9 @@ rule bm25_split_collection:
         langs=",".join(LANGUAGES),
     log:
         "results/{dataset}/xor_full/baselines/bm25/logs/split_collection.log",
+    resources:
+        mem_mb=memory_mb("bm25_split_collection"),
+        runtime=runtime_minutes("bm25_split_collection"),
     conda:
         "../envs/bm25.yaml"
     shell:
@@ -29,8 +32,8 @@ rule bm25_index:
         "results/{dataset}/{task}/baselines/bm25/logs/index.{collection}.log",
     threads: THREADS
     resources:
-        mem_mb=8000,
-        runtime=runtime_minutes(240),
+        mem_mb=memory_mb("bm25_index"),
+        runtime=runtime_minutes("bm25_index"),
     conda:
         "../envs/bm25.yaml"
     shell:
@@ -51,6 +54,9 @@ rule bm25_search:
     log:
         "results/{dataset}/{task}/baselines/bm25/logs/search.{split}.{lang}.log",
     threads: THREADS
+    resources:
+        mem_mb=memory_mb("bm25_search"),
+        runtime=runtime_minutes("bm25_search"),
     conda:
         "../envs/bm25.yaml"
     shell:
@@ -88,8 +94,8 @@ rule generate_questions:
     threads: THREADS
     resources:
         gpu=GPUS,
-        mem_mb=32000,
-        runtime=runtime_minutes(240),
+        mem_mb=memory_mb("generate_questions"),
+        runtime=runtime_minutes("generate_questions"),
     conda:
         "../envs/umr.yaml"
     shell:
@@ -110,6 +116,7 @@ rule train_mgenq:
     params:
         options=contrastive_options,
         max_length=config["retrieval"]["max_length"],
+        precision=config["baselines"]["mgenq"]["train"]["precision"],  # not in the ct- tag
     log:
         "results/{dataset}/{task}/{gparent}/{gtag}/{ctag}/logs/train_mgenq.log",
     benchmark:
@@ -118,12 +125,13 @@ rule train_mgenq:
     retries: 3
     resources:
         gpu=GPUS,
-        mem_mb=32000,
-        runtime=runtime_minutes(720),
+        mem_mb=memory_mb("train_mgenq"),
+        runtime=runtime_minutes("train_mgenq"),
         slurm_extra=f"--signal=TERM@{config['umr']['distill']['stop_signal_seconds']}",
     conda:
         "../envs/umr.yaml"
     shell:
         "exec python -m umr.baselines.mgenq train --student {input.student} --pairs {input.pairs} "
         "--corpus {input.corpus} --offsets {input.offsets} {params.options} "
-        "--max-length {params.max_length} --threads {threads} --out {output} > {log} 2>&1"
+        "--max-length {params.max_length} --precision {params.precision} --threads {threads} "
+        "--out {output} > {log} 2>&1"

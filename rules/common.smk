@@ -8,6 +8,7 @@ import sys
 
 from umr.lineage import (BM25_NODE, CONTRASTIVE_TAG, GENQ_TAG, NAME, RETRIEVER_NODE, UMR_NODE, ContrastiveSpec,
                          DistillSpec, GenQSpec, Node, RerankSpec, score_cache_sources)
+from umr.cost import CostModel, memory_function, runtime_function
 from umr.plan import default_distill, default_genq, default_rerank, evaluations, planned_reranks, report_rerank
 
 # Stages run as `python -m umr.<stage>`. `python` is the interpreter running Snakemake
@@ -28,6 +29,7 @@ RESULTS = f"results/{DATASET}"
 LANGUAGES = config["languages"]
 THREADS = config["resources"]["threads"]
 GPUS = config["resources"]["gpu"]
+SEARCH_GPUS = min(GPUS, 1) if config["retrieval"]["gpu_search"] else 0  # retrieve searches on one GPU (faiss-gpu)
 PLANNED_RERANKS = planned_reranks(config)
 
 wildcard_constraints:
@@ -129,7 +131,9 @@ def shard_indexes(wildcards):
 
 
 def rerank_chunks(task, rerank_node, split, langs):
-    n = config["umr"]["rerank"]["chunks"]
+    """A reranking's chunk files: umr.rerank.chunks per language, or (auto) as many as its pairs need."""
+    top_k = RerankSpec.parse(rerank_node.rsplit("/", 1)[-1]).top_k
+    n = COST.rerank_chunks(task, split, top_k)
     return [f"{RESULTS}/{task}/{rerank_node}/runs/{split}/{lang}.chunk-{c}-of-{n}.trec" for lang in langs for c in range(n)]
 
 
@@ -270,13 +274,21 @@ def final_targets():
 
 
 # -- resources ---------------------------------------------------------------------------------
-def runtime_minutes(base):
-    """Runtime request that doubles with each retry (a job killed at its limit gets more time)."""
+# Runtime and memory follow each job's work (umr/cost.py; `python -m umr.cost` prints them all):
+# runtime = estimate x resources.runtime_safety, doubled per retry, capped at the site's
+# UMR_SLURM_MAX_RUNTIME (default 24 h). Estimates are for the site's GPU model
+# (UMR_SLURM_GPU_MODEL when umr/resources/cost.yaml knows it, else an A100), or this CPU.
+COST = CostModel(config)
 
-    def runtime(wildcards, attempt):
-        return base * 2 ** (attempt - 1)
 
-    return runtime
+def runtime_minutes(rule):
+    """Runtime request (minutes) of a rule's job from its estimate and attempt."""
+    return runtime_function(COST, rule)
+
+
+def memory_mb(rule):
+    """Memory request (MB) of a rule's job from its input sizes."""
+    return memory_function(COST, rule)
 
 
 # Light rules run where Snakemake runs (on SLURM: the login node, no queueing): they read

@@ -81,7 +81,7 @@ rule corpus_offsets:
         "results/{dataset}/logs/corpus_offsets.{task}.log",
     resources:
         mem_mb=corpus_scan_mem_mb,
-        runtime=runtime_minutes(240),
+        runtime=runtime_minutes("corpus_offsets"),
     conda:
         "../envs/umr.yaml"
     shell:

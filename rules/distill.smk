@@ -34,6 +34,8 @@ rule distill:
         languages=LANGUAGES,
         max_length=config["retrieval"]["max_length"],
         grad_cache=grad_cache_options(config["umr"]["distill"]),
+        # Not in distill_options (the kd- tag): a precision changes no directory name.
+        precision=config["umr"]["distill"]["precision"],
     log:
         "results/{dataset}/{task}/{node}/{rtag}/{dtag}/logs/distill.log",
     benchmark:
@@ -45,8 +47,8 @@ rule distill:
     retries: 3 if workflow.is_main_process else 0
     resources:
         gpu=GPUS,
-        mem_mb=32000,
-        runtime=runtime_minutes(720),
+        mem_mb=memory_mb("distill"),
+        runtime=runtime_minutes("distill"),
         slurm_extra=f"--signal=TERM@{config['umr']['distill']['stop_signal_seconds']}",
     conda:
         "../envs/umr.yaml"
@@ -54,5 +56,5 @@ rule distill:
         "exec python -m umr.distill --student {input.student} --questions {input.questions} "
         "--languages {params.languages} --reranked {input.reranked} --corpus {input.corpus} "
         "--offsets {input.offsets} --top-k {params.top_k} {params.options} "
-        "--max-length {params.max_length} {params.grad_cache} --threads {threads} "
-        "--out {output} > {log} 2>&1"
+        "--max-length {params.max_length} {params.grad_cache} --precision {params.precision} "
+        "--threads {threads} --out {output} > {log} 2>&1"

@@ -16,6 +16,9 @@ rule evaluate:
         languages=LANGUAGES,
     log:
         "results/{dataset}/{task}/{enode}/logs/evaluate.{split}.log",
+    resources:
+        mem_mb=memory_mb("evaluate"),
+        runtime=runtime_minutes("evaluate"),
     conda:
         "../envs/umr.yaml"
     shell:

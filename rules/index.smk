@@ -11,8 +11,8 @@ rule build_index:
     log:
         "results/{dataset}/{task}/{node}/logs/build_index.shard-{shard}-of-{shards}.log",
     resources:
-        mem_mb=16000,
-        runtime=runtime_minutes(60),
+        mem_mb=memory_mb("build_index"),
+        runtime=runtime_minutes("build_index"),
     conda:
         "../envs/umr.yaml"
     shell:

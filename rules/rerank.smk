@@ -26,8 +26,8 @@ rule rerank:
     threads: THREADS
     resources:
         gpu=GPUS,
-        mem_mb=32000,
-        runtime=runtime_minutes(240),
+        mem_mb=memory_mb("rerank"),
+        runtime=runtime_minutes("rerank"),
     conda:
         "../envs/umr.yaml"
     shell:

@@ -16,16 +16,18 @@ rule retrieve:
         max_length=config["retrieval"]["max_length"],
         batch_size=config["retrieval"]["batch_size"],
         gpu_search="--gpu-search" if config["retrieval"]["gpu_search"] else "",
+        precision=config["retrieval"]["precision"],
     log:
         "results/{dataset}/{task}/{node}/logs/retrieve.{split}.log",
     threads: THREADS
     resources:
-        mem_mb=16000,
-        runtime=runtime_minutes(60),
+        gpu=SEARCH_GPUS,
+        mem_mb=memory_mb("retrieve"),
+        runtime=runtime_minutes("retrieve"),
     conda:
         "../envs/umr.yaml"
     shell:
         "python -m umr.retrieve --retriever {input.model} --questions {input.questions} "
         "--languages {params.languages} --index {input.index} --offsets {input.offsets} "
         "--top-k {params.top_k} --max-length {params.max_length} --batch-size {params.batch_size} "
-        "{params.gpu_search} --threads {threads} --out {output} > {log} 2>&1"
+        "{params.gpu_search} --precision {params.precision} --threads {threads} --out {output} > {log} 2>&1"

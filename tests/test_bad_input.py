@@ -95,6 +95,11 @@ def _config_cases(node: dict, path: list[str]):
     if isinstance(extra, dict) and ".".join(path) in NAMED_ENTRIES:
         yield from _config_cases(extra, path + [NAMED_ENTRIES[".".join(path)]])
         return
+    if "oneOf" in node and "type" not in node and "integer" in {alt.get("type") for alt in node["oneOf"]}:
+        # umr.rerank.chunks: a number or `auto`
+        yield ".".join(path), node, "sometimes", "neither a number nor a choice"
+        yield ".".join(path), node, 0, "below minimum"
+        return
     if "oneOf" in node and "type" not in node:  # supervised.<name>.<task>.dev: a path or a list of paths
         yield ".".join(path), node, 5, "neither a path nor a list"
         yield ".".join(path), node, [], "empty list"

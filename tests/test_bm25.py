@@ -298,6 +298,28 @@ def test_split_by_language(tmp_path):
     assert json.loads((tmp_path / "split" / "counts.json").read_text()) == counts
 
 
+def test_split_rejects_a_duplicate_id_naming_file_and_line(tmp_path, capsys):
+    """The split finds duplicates without a set of all ids (issue 13: 44 M ids), with the same error."""
+    from umr.baselines.bm25 import _main, _parser, split_by_language
+    from umr.errors import InputFileError
+    from umr.io import run_cli
+    from umr.records import iter_dpr_tsv
+
+    passages = [p for lang in LANGS for p in _passages(lang)]
+    multi = tmp_path / "all_w100.tsv"
+    # header, 10 passages, then a new passage under the id of the 4th (line 12), and later another repeat
+    write_dpr_tsv(multi, passages[:10] + [Passage(passages[3].id, "Other", "Another text.")] + passages[10:]
+                  + [passages[20]])
+    with pytest.raises(InputFileError) as reference:
+        list(iter_dpr_tsv(multi))  # the streaming (set) check
+    with pytest.raises(InputFileError) as err:
+        split_by_language(multi, tmp_path / "split")
+    assert str(err.value) == str(reference.value) == f"{multi}:12: duplicate passage id {passages[3].id!r}"
+    assert not (tmp_path / "split").exists() and not list(tmp_path.glob(".split*"))
+    assert run_cli(_parser, _main, ["split", "--corpus", str(multi), "--out-dir", str(tmp_path / "split")]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {multi}:12: duplicate passage id {passages[3].id!r}"]
+
+
 # ---------------------------------------------------------------------------------------
 # Command line (in-process: the JVM can start only once per process)
 # ---------------------------------------------------------------------------------------

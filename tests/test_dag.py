@@ -75,3 +75,19 @@ def test_expected_toy_scores_are_reproduced(toy_metrics, tmp_path_factory):
                            "--allow-missing"], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "OK" in done.stdout
+
+
+@pytest.mark.dag
+def test_cost_model_is_calibrated_on_the_toy(toy_metrics, tmp_path_factory):
+    """The cost model's `cpu` line against this run's own benchmark files: within 2x per stage
+    (the only ground truth for its estimates here; `python -m umr.cost --calibrate` prints it)."""
+    from umr.cost import calibration, load_config
+
+    workdir = next(tmp_path_factory.getbasetemp().glob("toy-run*"))
+    config = load_config([str(workdir / "toy-main-chain.yaml")])
+    stages = calibration(workdir / "results" / "toy", config)
+    for rule, row in sorted(stages.items()):
+        print(f"{rule:15} {row['jobs']:3d} jobs: predicted {row['predicted_s']:7.0f} s, measured "
+              f"{row['measured_s']:7.0f} s, ratio {row['ratio']:.2f}")
+    assert {"encode_corpus", "rerank", "distill"} <= set(stages), stages
+    assert all(0.5 <= row["ratio"] <= 2.0 for row in stages.values()), stages

@@ -21,9 +21,11 @@ import pytest
 import yaml
 
 from umr.config import validate_config
+from umr.cost import CostModel, Device
 
 REPO = Path(__file__).resolve().parents[1]
-GPU_RULES = ("encode_corpus", "rerank", "distill", "generate_questions", "train_mgenq")
+# retrieve: the paper config searches on the GPU (retrieval.gpu_search)
+GPU_RULES = ("encode_corpus", "rerank", "distill", "generate_questions", "train_mgenq", "retrieve")
 SITE = {"UMR_SLURM_ACCOUNT": "proj-umr", "UMR_SLURM_PARTITION": "cpu-part",
         "UMR_SLURM_GPU_PARTITION": "gpu-part", "UMR_SLURM_GPU_MODEL": "a100"}
 
@@ -69,7 +71,7 @@ def expected_counts(cfg: dict) -> Counter:
 
     tasks, langs = cfg["umr"]["tasks"], cfg["languages"]
     n_lang, iters = len(langs), cfg["umr"]["iterations"]
-    shards, chunks = cfg["retrieval"]["shards"], cfg["umr"]["rerank"]["chunks"]
+    shards, cost = cfg["retrieval"]["shards"], CostModel(cfg)
     evals = len(cfg["eval_splits"])
     assert iters >= 1
     # Ablations (paper Tables 4-6): one distillation knob at a time around the defaults, each
@@ -100,8 +102,11 @@ def expected_counts(cfg: dict) -> Counter:
         # every retriever's run on each evaluated split
         c["retrieve"] += iters + retrievers * evals
         # per language and chunk: the training questions of iterations 0..I-1, and the
-        # evaluated reranking rows (initial retriever + rerank, last iteration + rerank)
-        c["rerank"] += chunks * n_lang * (iters + 2 * evals)
+        # evaluated reranking rows (initial retriever + rerank, last iteration + rerank);
+        # chunks per language and split: umr.rerank.chunks, or (auto) as many as the pairs need
+        top_k = cfg["umr"]["rerank"]["top_k"]
+        c["rerank"] += n_lang * (iters * cost.rerank_chunks(task, "train", top_k)
+                                 + 2 * sum(cost.rerank_chunks(task, split, top_k) for split in cfg["eval_splits"]))
         c["distill"] += iters + negated + extra
         c["evaluate"] += evals * (retrievers + 2 + bm25)
         c["generate_questions"] += mgenq
@@ -156,6 +161,7 @@ def test_job_counts_follow_from_the_configuration(dry_run, paper_config):
 
 def test_gpu_rules_ask_for_gpus_memory_time_and_cpus(dry_run, paper_config):
     threads, gpus = paper_config["resources"]["threads"], paper_config["resources"]["gpu"]
+    cost = CostModel(paper_config, Device.named("a100"))
     assert gpus >= 1
     seen = set()
     for rule in GPU_RULES:
@@ -164,19 +170,26 @@ def test_gpu_rules_ask_for_gpus_memory_time_and_cpus(dry_run, paper_config):
             res = job["resources"]
             assert f"gpu={gpus}" in res and "gpu_model=a100" in res, (rule, res)
             assert "slurm_partition=gpu-part" in res and "slurm_account=proj-umr" in res, (rule, res)
-            assert int(re.search(r"\bmem_mb=(\d+)", res).group(1)) >= 8000, (rule, res)
-            assert int(re.search(r"\bruntime=(\d+)", res).group(1)) >= 60, (rule, res)
+            # models and optimiser states need >= 8 GB; retrieve holds one Flat shard (3.5-8.4 GB)
+            assert int(re.search(r"\bmem_mb=(\d+)", res).group(1)) >= (6000 if rule == "retrieve" else 8000), res
+            # the runtime request is the cost model's, for the site's GPU (a100 here)
+            wildcards = dict(kv.split("=", 1) for kv in job["wildcards"].split(", "))
+            runtime = int(re.search(r"\bruntime=(\d+)", res).group(1))
+            assert runtime == cost.runtime_request(cost.estimate(rule, wildcards)), (rule, res)
+            assert 10 <= runtime <= 24 * 60, (rule, res)
             assert f"--threads {threads}" in job["shell"], (rule, job["shell"])  # sbatch --cpus-per-task
             assert "--gres" not in res and "--gpus" not in res, (rule, res)
-    assert {"encode_corpus", "rerank", "distill"} <= seen
+    assert {"encode_corpus", "rerank", "distill", "retrieve"} <= seen
 
 
 def test_cpu_rules_get_the_cpu_partition_and_no_gpu(dry_run):
-    for rule in ("build_index", "retrieve", "evaluate", "corpus_offsets", "bm25_index"):
+    for rule in ("build_index", "evaluate", "corpus_offsets", "bm25_index"):
         for job in dry_run["jobs"][rule]:
             assert "gpu=" not in job["resources"] and "slurm_partition=cpu-part" in job["resources"], (rule, job)
-    index = dry_run["jobs"]["build_index"][0]["resources"]
-    assert int(re.search(r"\bmem_mb=(\d+)", index).group(1)) >= 16000
+    # a Flat shard of XOR-Full (44 M / 16 x 768 x 4 B = 8.4 GB) fits the index job's memory
+    for job in dry_run["jobs"]["build_index"]:
+        if "task=xor_full" in job["wildcards"]:
+            assert int(re.search(r"\bmem_mb=(\d+)", job["resources"]).group(1)) >= 44e6 / 16 * 768 * 4 / 1e6
 
 
 def local_rules(configfile: Path, tmp_path: Path) -> set[str]:
@@ -207,14 +220,21 @@ def test_downloads_and_model_fetches_run_locally(dry_run, tmp_path):
         assert "--manifest results/xor/data/MANIFEST.json" in job["shell"] and "--key corpus/" in job["shell"]
 
 
-def test_runtime_grows_with_attempts():
-    """A job killed at its time limit is retried with twice the time (rules/common.smk)."""
-    text = (REPO / "rules" / "common.smk").read_text()
-    namespace: dict = {}
-    source = re.search(r"^def runtime_minutes\(.*?^    return runtime$", text, re.S | re.M).group(0)
-    exec(compile(source, "common.smk", "exec"), namespace)
-    runtime = namespace["runtime_minutes"](120)
-    assert [runtime(None, attempt) for attempt in (1, 2, 3)] == [120, 240, 480]
+def test_runtime_grows_with_attempts_up_to_the_site_cap(paper_config, monkeypatch):
+    """A job killed at its time limit is retried with twice the time, never more than the site allows
+    (UMR_SLURM_MAX_RUNTIME); it resumes from its checkpoint instead (rules/common.smk, umr/cost.py)."""
+    from umr.plan import default_distill, default_rerank
+
+    cost = CostModel(paper_config, Device.named("v100"))
+    wildcards = {"task": "xor_full", "rtag": default_rerank(paper_config).tag, "dtag": default_distill(paper_config).tag}
+    estimate = cost.estimate("distill", wildcards)
+    monkeypatch.setenv("UMR_SLURM_MAX_RUNTIME", "12h")
+    first = cost.runtime_request(estimate, 1)
+    assert first >= estimate.seconds * paper_config["resources"]["runtime_safety"] / 60 - 1
+    assert [cost.runtime_request(estimate, a) for a in (1, 2, 3, 4)] == [min(first * 2 ** k, 720) for k in range(4)]
+    assert cost.runtime_request(estimate, 4) == 720
+    monkeypatch.setenv("UMR_SLURM_MAX_RUNTIME", "1-00:00:00")
+    assert cost.runtime_request(estimate, 9) == 24 * 60
     profile = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())
     assert profile["retries"] >= 1 and profile["show-failed-logs"] is True
     assert "slurm_extra" not in str(profile.get("default-resources", {}))

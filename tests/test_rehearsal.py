@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from umr.cost import CostModel
 from umr.rehearsal import run as rehearsal
 from umr.tables import build_table, read_metrics, table_spec
 
@@ -94,9 +95,20 @@ def test_real_checkpoint_formats_were_loaded(rehearsed):
 @pytest.mark.slurm
 @pytest.mark.dag
 def test_reranking_ran_in_bf16(rehearsed):
-    _, results, _ = rehearsed
+    _, results, config = rehearsed
     logs = job_logs(results, "rerank")
-    assert len(logs) == 112, len(logs)  # 7 languages x 2 splits x 4 reranked nodes x 2 chunks
+    # chunks: auto (the paper's): each language and split has as many chunks as its pairs need
+    # (umr.cost: XOR-Full train 2, the rest 1); 7 languages x 2 splits x 4 reranked nodes
+    cost, top_k = CostModel(config), config["umr"]["rerank"]["top_k"]
+    groups: dict[tuple, set] = {}
+    for path in logs:
+        m = re.fullmatch(r"rerank\.(\w+)\.(\w+)\.chunk-(\d+)-of-(\d+)\.log", path.name)
+        task = path.relative_to(results).parts[0]
+        groups.setdefault((path.parent, m.group(1), m.group(2)), set()).add((int(m.group(3)), int(m.group(4))))
+        assert int(m.group(4)) == cost.rerank_chunks(task, m.group(1), top_k), path
+    assert len(groups) == 56, sorted(groups)
+    assert all(chunks == {(c, n) for c in range(n)} for chunks in groups.values() for _, n in chunks)
+    assert max(n for chunks in groups.values() for _, n in chunks) > 1  # the chunk-and-merge path ran
     for path in logs:
         text = path.read_text()
         assert "bfloat16" in text and "float32 from" not in text, (path, text[-1500:])
@@ -159,11 +171,12 @@ def test_override_changes_only_sizes():
             else:
                 yield f"{prefix}{key}"
 
-    allowed = {"dataset", "retrieval.shards", "resources.threads", "umr.rerank.chunks", "umr.rerank.dtype",
-               "umr.distill.epochs", "umr.distill.warmup_steps", "umr.distill.checkpoint_every",
-               "baselines.mgenq.sampling.max_new_tokens", "baselines.mgenq.sampling.dtype",
+    # The precision keys only say what the paper's `auto` means on a GPU (bf16), which `auto` on a CPU is not.
+    allowed = {"dataset", "retrieval.shards", "retrieval.precision", "retrieval.gpu_search", "resources.threads",
+               "umr.rerank.dtype", "umr.distill.epochs", "umr.distill.warmup_steps", "umr.distill.checkpoint_every",
+               "umr.distill.precision", "baselines.mgenq.sampling.max_new_tokens", "baselines.mgenq.sampling.dtype",
                "baselines.mgenq.train.epochs", "baselines.mgenq.train.warmup_steps",
-               "baselines.mgenq.train.batch_size"}
+               "baselines.mgenq.train.batch_size", "baselines.mgenq.train.precision"}
     changed = {key for key in leaves(override) if not key.startswith("toy.")}
     assert changed <= allowed, sorted(changed - allowed)
 

@@ -17,6 +17,13 @@ the same gradients as the full batch in chunks, to fit 16 × 16 passages on a GP
 Training reads questions through `read_questions`, which has no answers: UMR never
 sees answers or gold passages.
 
+**Precision** (`--precision`, config `umr.distill.precision`; `umr.precision`): the
+encoders' forward passes run under autocast (bf16 on A100/H100, fp16 on older GPUs,
+fp32 on CPU for `auto`) over fp32 master weights; the representations are pooled in
+fp32 and the loss is computed in fp32 outside autocast. fp16 scales the loss
+(`GradScaler`: gradients unscaled before clipping, steps with inf/NaN gradients
+skipped and the scale halved); its state is checkpointed with the rest.
+
 **Checkpoints and resuming.** Every `checkpoint_every` steps (config
 `umr.distill.checkpoint_every`; 0 = only on a signal) the complete training state
 is saved in `<out>.checkpoints/step-<N>.pt`, next to the output directory that
@@ -60,8 +67,9 @@ from transformers import get_linear_schedule_with_warmup
 from umr.corpus import Corpus
 from umr.encode import DualEncoder, device_for, embed, pad_batch
 from umr.errors import UMRError
-from umr.io import (Interrupted, StopSignals, atomic_dir, atomic_file, fingerprint, log, path_identity, run_cli,
-                    seed_everything, set_threads)
+from umr.io import (Interrupted, StopSignals, atomic_dir, atomic_file, fingerprint, fingerprint_items, log,
+                    path_identity, run_cli, seed_everything, set_threads)
+from umr.precision import PRECISIONS, Precision, resolve_precision
 from umr.records import Passage, Question, read_questions, read_trec_run
 
 # Log-probability given to other questions' passages (official code): exp(-1000) == 0.
@@ -112,7 +120,10 @@ def distillation_loss(query_reps: torch.Tensor, passage_reps: torch.Tensor, teac
                       temperature: float, in_batch_negatives: bool) -> torch.Tensor:
     """KL(teacher ‖ student), averaged over the questions of the batch."""
     n = teacher_scores.shape[1]
-    student = student_log_probs(query_reps, passage_reps, n, in_batch_negatives)
+    # fp32 whatever the encoders computed in: dot products of unnormalised 768-d representations
+    # reach the hundreds, where bf16's 8-bit mantissa is off by ~1 (a factor e in the softmax).
+    # For fp32 inputs `.float()` is the tensor itself.
+    student = student_log_probs(query_reps.float(), passage_reps.float(), n, in_batch_negatives)
     teacher = teacher_log_probs(teacher_scores, temperature, in_batch_negatives)
     return F.kl_div(student, teacher, reduction="batchmean", log_target=True)
 
@@ -153,11 +164,18 @@ def _rng_replay(state: dict | None) -> Iterator[dict]:
 
 
 class Distiller:
-    """One distillation run: data order, optimiser and schedule are all seeded."""
+    """One distillation run: data order, optimiser and schedule are all seeded.
+
+    `precision` (`umr.precision`; `auto` is fp32 on the CPU) is the forward passes'
+    autocast precision; the weights and the optimizer's state stay fp32.
+    """
 
     def __init__(self, encoder: DualEncoder, examples: list[TrainingExample], passages: dict[str, Passage],
-                 settings: DistillSettings, device: torch.device):
+                 settings: DistillSettings, device: torch.device, precision: str | Precision = "auto"):
         self.encoder, self.examples, self.passages, self.s, self.device = encoder, examples, passages, settings, device
+        self.precision = resolve_precision(precision, device)
+        # fp16: dynamic loss scale; bf16/fp32: a disabled scaler whose calls do nothing (same code path).
+        self.scaler = self.precision.grad_scaler()
         if len(examples) < settings.batch_size:
             raise UMRError(f"{len(examples)} training questions, fewer than batch_size {settings.batch_size}")
         self.steps_per_epoch = len(examples) // settings.batch_size  # the last partial batch is dropped
@@ -208,31 +226,40 @@ class Distiller:
         q_ids, p_ids = enc.tokenize_questions(texts), enc.tokenize_passages(passages)
         teacher = teacher.to(self.device)
         if not s.grad_cache:
-            q = embed(enc.query_model, *self._tensors(q_ids))
-            p = embed(enc.passage_model, *self._tensors(p_ids))
+            with self.precision.autocast():
+                q = embed(enc.query_model, *self._tensors(q_ids))
+                p = embed(enc.passage_model, *self._tensors(p_ids))
+            # fp32 loss outside autocast: `embed` returns fp32 representations, and autocast would
+            # run the b × b·n similarity matmul in bf16/fp16 (scores of ~1e2 with 3 significant digits).
             loss = distillation_loss(q, p, teacher, s.temperature, s.in_batch_negatives)
-            loss.backward()
+            self.scaler.scale(loss).backward()
             return loss.item()
         return self._grad_cache_step(q_ids, p_ids, teacher)
 
     def _grad_cache_step(self, q_ids: list[list[int]], p_ids: list[list[int]], teacher: torch.Tensor) -> float:
-        """Gradient cache: representations without graph, loss gradient w.r.t. them, chunked re-forward."""
+        """Gradient cache: representations without graph, loss gradient w.r.t. them, chunked re-forward.
+
+        Both forwards of a chunk run under the same autocast, so the re-forward reproduces
+        the cached representation it backpropagates through. The cached gradients come from
+        the scaled loss (fp16), so the parameter gradients carry the scale exactly once, as
+        in the full batch, and the trainer's `unscale_` removes it.
+        """
         s, enc = self.s, self.encoder
         plan = [(enc.query_model, q_ids, s.query_chunk_size), (enc.passage_model, p_ids, s.passage_chunk_size)]
         reps, states = [], []
         for model, ids, size in plan:
             chunks, chunk_states = [], []
             for start in range(0, len(ids), size):
-                with _rng_replay(None) as state, torch.no_grad():
+                with _rng_replay(None) as state, torch.no_grad(), self.precision.autocast():
                     chunks.append(embed(model, *self._tensors(ids[start : start + size])))
                 chunk_states.append(state)
             reps.append(torch.cat(chunks).requires_grad_())
             states.append(chunk_states)
-        loss = distillation_loss(reps[0], reps[1], teacher, s.temperature, s.in_batch_negatives)
-        loss.backward()
+        loss = distillation_loss(reps[0], reps[1], teacher, s.temperature, s.in_batch_negatives)  # fp32 (see above)
+        self.scaler.scale(loss).backward()
         for (model, ids, size), rep, chunk_states in zip(plan, reps, states):
             for k, start in enumerate(range(0, len(ids), size)):
-                with _rng_replay(chunk_states[k]):
+                with _rng_replay(chunk_states[k]), self.precision.autocast():
                     fresh = embed(model, *self._tensors(ids[start : start + size]))
                 fresh.backward(gradient=rep.grad[start : start + size])
         return loss.item()
@@ -254,8 +281,13 @@ class Distiller:
         with bar, (StopSignals() if checkpoints is not None else nullcontext(StopSignals(()))) as stop:
             for texts, passages, teacher in self.batches():
                 loss = self.step_gradients(texts, passages, teacher)
+                # fp16: divide the loss scale out of the gradients before clipping measures their norm;
+                # the scaler's step then skips the update if any gradient is inf/NaN (and `update`
+                # halves the scale). bf16/fp32: all three do nothing beyond `optimizer.step()`.
+                self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.params, s.max_grad_norm)
-                self.optimizer.step()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 losses.append(loss)
@@ -288,6 +320,7 @@ class Distiller:
             "passage_model": self.encoder.passage_model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),  # fp16's loss scale and growth tracker; {} otherwise
             "cursor": {"epoch": self.epoch, "order": self.order, "position": self.position},
             "rng": {
                 "data": self.rng.getstate(),
@@ -302,6 +335,9 @@ class Distiller:
         self.encoder.passage_model.load_state_dict(state["passage_model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        # Checkpoints from before mixed precision have no scaler state (they were fp32: nothing to restore).
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.step, self.losses = int(state["step"]), list(state["losses"])
         cursor = state["cursor"]
         self.epoch, self.order, self.position = cursor["epoch"], cursor["order"], cursor["position"]
@@ -404,26 +440,33 @@ class Checkpoints:
 
 
 def run_fingerprint(student: str, examples: Sequence[TrainingExample], passages: dict[str, Passage],
-                    settings: DistillSettings, top_k: int, device: torch.device) -> str:
+                    settings: DistillSettings, top_k: int, device: torch.device,
+                    precision: Precision | None = None) -> str:
     """What a checkpoint must match to be resumed: the student, the training data, the settings."""
-    return fingerprint({
+    key = {
         "student": [str(student), path_identity(student)],
         "settings": asdict(settings), "top_k": top_k, "device": device.type,
-        "examples": fingerprint([(ex.question.id, ex.question.text, ex.passages, [repr(x) for x in ex.scores])
-                                 for ex in examples]),
-        "passages": fingerprint([(p.id, p.title, p.text) for _, p in sorted(passages.items())]),
-    })
+        # Streamed, item by item: one JSON string of all passages is several GB for XOR-Full.
+        "examples": fingerprint_items((ex.question.id, ex.question.text, ex.passages, [repr(x) for x in ex.scores])
+                                      for ex in examples),
+        "passages": fingerprint_items((passages[pid].id, passages[pid].title, passages[pid].text)
+                                      for pid in sorted(passages)),
+    }
+    if precision is not None and precision.mixed:
+        key["precision"] = precision.name  # fp32 keeps its earlier key: its checkpoints still resume
+    return fingerprint(key)
 
 
 def distill(student: str, questions_file: str | Path, runs: Sequence[str | Path], corpus: Corpus,
             settings: DistillSettings, top_k: int, out_dir: str | Path, languages: Sequence[str] | None = None,
-            device: str = "auto", checkpoint_every: int = 0, checkpoint_dir: str | Path | None = None) -> list[float]:
+            device: str = "auto", checkpoint_every: int = 0, checkpoint_dir: str | Path | None = None,
+            precision: str = "auto") -> list[float]:
     """Train a retriever from `student` on reranked runs; writes a retriever directory.
 
     With `checkpoint_every` > 0 (or a `checkpoint_dir`), training checkpoints into
     `checkpoint_dir` (default `<out_dir>.checkpoints`), resumes from the newest
     checkpoint found there, stops cleanly on SIGTERM/SIGUSR1, and removes the
-    directory once the retriever is saved.
+    directory once the retriever is saved. `precision`: see `umr.precision`.
     """
     seed_everything(settings.seed)
     questions = read_questions(questions_file, languages)
@@ -436,6 +479,7 @@ def distill(student: str, questions_file: str | Path, runs: Sequence[str | Path]
     passages = dict(zip(needed, corpus.get_many(needed)))
     encoder = DualEncoder.load(student, settings.max_length)
     dev = device_for(device)
+    resolved = resolve_precision(precision, dev)
     encoder.query_model.to(dev)
     encoder.passage_model.to(dev)
     log.info("distilling %d questions x %d passages (top-%d), %s", len(examples), settings.passages_per_question,
@@ -443,12 +487,12 @@ def distill(student: str, questions_file: str | Path, runs: Sequence[str | Path]
     checkpoints = None
     if checkpoint_every > 0 or checkpoint_dir is not None:
         checkpoints = Checkpoints(checkpoint_dir or checkpoint_dir_for(out_dir),
-                                  run_fingerprint(student, examples, passages, settings, top_k, dev))
-    losses = Distiller(encoder, examples, passages, settings, dev).train(checkpoints, checkpoint_every)
+                                  run_fingerprint(student, examples, passages, settings, top_k, dev, resolved))
+    losses = Distiller(encoder, examples, passages, settings, dev, resolved).train(checkpoints, checkpoint_every)
     with atomic_dir(out_dir) as tmp:
         encoder.save(tmp)
-        (tmp / "distill_settings.json").write_text(json.dumps(asdict(settings) | {"student": student, "top_k": top_k},
-                                                              indent=2) + "\n")
+        meta = asdict(settings) | {"student": student, "top_k": top_k, "precision": resolved.name}
+        (tmp / "distill_settings.json").write_text(json.dumps(meta, indent=2) + "\n")
     if checkpoints is not None:
         checkpoints.remove()
     return losses
@@ -477,6 +521,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--grad-cache", action="store_true")
     p.add_argument("--query-chunk-size", type=int, default=16)
     p.add_argument("--passage-chunk-size", type=int, default=8)
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="autocast precision of the forward passes over fp32 weights (umr.precision; auto: bf16 on "
+                        "A100/H100, fp16 with a loss scale on older GPUs, fp32 on CPU)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--checkpoint-every", type=int, default=int(os.environ.get("UMR_CHECKPOINT_EVERY", 500)),
@@ -499,7 +546,8 @@ def _main(args: argparse.Namespace) -> None:
     checkpoint_dir = args.checkpoint_dir or checkpoint_dir_for(args.out)
     with Corpus(args.corpus, args.offsets, source=args.reranked) as corpus:
         distill(args.student, args.questions, args.reranked, corpus, settings, args.top_k, args.out, args.languages,
-                args.device, checkpoint_every=args.checkpoint_every, checkpoint_dir=checkpoint_dir)
+                args.device, checkpoint_every=args.checkpoint_every, checkpoint_dir=checkpoint_dir,
+                precision=args.precision)
     log.info("saved %s", args.out)
 
 

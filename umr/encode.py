@@ -34,6 +34,7 @@ from umr.corpus import Corpus
 from umr.errors import UMRError
 from umr.fastlm import use_onednn_linear
 from umr.io import PartsDir, atomic_file, log, path_identity, run_cli, set_threads
+from umr.precision import PRECISIONS, Precision, resolve_precision
 from umr.records import Passage
 
 QUERY_DIR, PASSAGE_DIR = "query_encoder", "passage_encoder"
@@ -257,27 +258,36 @@ def pad_batch(ids: Sequence[Sequence[int]], pad_id: int, pad_to: int | None = No
 
 
 def embed(model: PreTrainedModel, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean-pooled fp32 representations, whatever precision the forward pass ran in (autocast).
+
+    The states are cast to fp32 before pooling: a bf16 sum over 256 tokens would round
+    each partial sum to 8 mantissa bits. For fp32 states `.float()` returns them as they are.
+    """
     hidden = model(input_ids=input_ids, attention_mask=mask).last_hidden_state
-    return mean_pool(hidden, mask)
+    return mean_pool(hidden.float(), mask)
 
 
 @torch.inference_mode()
 def encode_ids(model: PreTrainedModel, ids: Sequence[Sequence[int]], pad_id: int, batch_size: int = 128,
                pad_to: int | None = None, sort_by_length: bool = True, desc: str = "encode",
-               progress: bool = True) -> np.ndarray:
+               progress: bool = True, precision: str | Precision = "auto") -> np.ndarray:
     """Embed tokenized inputs; returns float32 [n, dim] in input order.
 
     `sort_by_length` groups similar lengths so dynamic padding wastes little;
     `pad_to` forces fixed-length padding (the naive reference of the benchmarks).
+    `precision` (`umr.precision`) is the forward passes' compute precision; the
+    embeddings are fp32 in any case (pooled in fp32, see `embed`).
     """
     model.eval()
     order = np.argsort([len(x) for x in ids], kind="stable") if sort_by_length else np.arange(len(ids))
     device = next(model.parameters()).device
+    precision = resolve_precision(precision, device)
     out = np.zeros((len(ids), model.config.hidden_size), dtype=np.float32)
     for start in tqdm(range(0, len(ids), batch_size), desc=desc, unit="batch", disable=not progress, mininterval=5):
         rows = order[start : start + batch_size]
         input_ids, mask = pad_batch([ids[r] for r in rows], pad_id, pad_to)
-        vectors = embed(model, input_ids.to(device), mask.to(device))
+        with precision.autocast():
+            vectors = embed(model, input_ids.to(device), mask.to(device))
         out[rows] = vectors.float().cpu().numpy()
     return out
 
@@ -307,6 +317,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--fp16", action="store_true", help="store embeddings as float16 (halves disk and index memory)")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="compute precision of the forward passes (umr.precision; auto: bf16 on A100/H100, fp16 on "
+                        "older GPUs, fp32 on CPU); pooling is fp32 either way (--fp16 sets the stored type)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", required=True, help="output .npy of embeddings, one row per passage of the shard")
@@ -330,7 +343,8 @@ def model_identity(model: PreTrainedModel) -> Any:
 
 
 def encode_corpus_shard(encoder: "DualEncoder", corpus: Corpus, shard: int, num_shards: int, out: str | Path,
-                        batch_size: int = 128, fp16: bool = False, chunk_size: int = 50_000) -> tuple[int, int]:
+                        batch_size: int = 128, fp16: bool = False, chunk_size: int = 50_000,
+                        precision: str | Precision = "auto") -> tuple[int, int]:
     """Encode one shard into a .npy file, streaming `chunk_size` passages at a time.
 
     Memory stays flat in the corpus size: passages are read, tokenized and encoded
@@ -338,18 +352,24 @@ def encode_corpus_shard(encoder: "DualEncoder", corpus: Corpus, shard: int, num_
     so a job killed half-way redoes only the unfinished chunks when rerun; the
     chunks are then merged into `out` (atomically) and the parts removed. Chunks
     computed by another model, corpus or setting are discarded, not reused.
+    `fp16` is the stored embeddings' type; `precision` the forward passes' (`encode_ids`).
     """
     start, stop = shard_rows(len(corpus), shard, num_shards)
     dim = encoder.passage_model.config.hidden_size
     dtype = np.float16 if fp16 else np.float32
+    device = next(encoder.passage_model.parameters()).device
+    precision = resolve_precision(precision, device)
     log.info("encoding passages %d-%d of %d (shard %d/%d)", start, stop, len(corpus), shard + 1, num_shards)
-    parts = PartsDir(out, {
+    key = {
         "stage": "encode", "model": model_identity(encoder.passage_model), "max_length": encoder.max_length,
         "tokenizer": type(encoder.tokenizer).__name__, "vocab": len(encoder.tokenizer),
         "corpus": [str(corpus.path.resolve()), path_identity(corpus.path), len(corpus)],
         "rows": [start, stop], "chunk_size": chunk_size, "batch_size": batch_size, "dtype": np.dtype(dtype).name,
-        "dim": dim, "device": next(encoder.passage_model.parameters()).device.type,
-    })
+        "dim": dim, "device": device.type,
+    }
+    if precision.mixed:  # fp32 keeps the key it had before mixed precision, so its unfinished parts still count
+        key["precision"] = precision.name
+    parts = PartsDir(out, key)
     chunks = [(a, min(a + chunk_size, stop)) for a in range(start, stop, chunk_size)]
     names = [f"rows-{a:012d}-{b:012d}.npy" for a, b in chunks]
     done = set(parts.done())
@@ -360,7 +380,7 @@ def encode_corpus_shard(encoder: "DualEncoder", corpus: Corpus, shard: int, num_
             continue
         ids = encoder.tokenize_passages(list(corpus.iter_rows(chunk_start, chunk_stop)))
         vectors = encode_ids(encoder.passage_model, ids, encoder.tokenizer.pad_token_id, batch_size,
-                             desc=f"shard {shard} rows {chunk_start}-{chunk_stop}")
+                             desc=f"shard {shard} rows {chunk_start}-{chunk_stop}", precision=precision)
         with parts.write(name) as tmp, open(tmp, "wb") as handle:
             np.save(handle, vectors.astype(dtype, copy=False))
     with atomic_file(out) as tmp:
@@ -388,17 +408,24 @@ def _valid_chunk(path: Path, shape: tuple[int, int], dtype) -> bool:
 def _main(args: argparse.Namespace) -> None:
     set_threads(args.threads)
     encoder = DualEncoder.load(args.retriever, args.max_length)
-    encoder.passage_model.to(device_for(args.device))
-    use_onednn_linear(encoder.passage_model)  # inference only: the same products, faster on CPU
+    device = device_for(args.device)
+    precision = resolve_precision(args.precision, device)
+    encoder.passage_model.to(device)
+    if not precision.mixed:
+        # Inference only: the same fp32 products, faster on CPU. Not under autocast, whose
+        # bf16/fp16 activations these fp32-weight kernels would not take.
+        use_onednn_linear(encoder.passage_model)
     with Corpus(args.corpus, args.offsets) as corpus:
         start, stop = encode_corpus_shard(encoder, corpus, args.shard, args.num_shards, args.out,
-                                          args.batch_size, args.fp16)
+                                          args.batch_size, args.fp16, precision=precision)
     log.info("wrote %s (%d passages)", args.out, stop - start)
 
 
-def encode_questions(encoder: DualEncoder, texts: Sequence[str], batch_size: int = 128) -> np.ndarray:
+def encode_questions(encoder: DualEncoder, texts: Sequence[str], batch_size: int = 128,
+                     precision: str | Precision = "auto") -> np.ndarray:
+    """fp32 query embeddings of `texts`, computed in `precision` (`encode_ids`)."""
     return encode_ids(encoder.query_model, encoder.tokenize_questions(texts), encoder.tokenizer.pad_token_id,
-                      batch_size, desc="questions", progress=False)
+                      batch_size, desc="questions", progress=False, precision=precision)
 
 
 if __name__ == "__main__":

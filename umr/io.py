@@ -30,7 +30,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from umr.errors import UMRError
 
@@ -173,6 +173,22 @@ def path_identity(path: str | Path) -> Any:
 def fingerprint(value: Any) -> str:
     """A stable hash of a JSON-serialisable value."""
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def fingerprint_items(items: Iterable[Any]) -> str:
+    """`fingerprint(list(items))`, the same hash, without the list or its JSON string in memory.
+
+    json.dumps of a list is "[" + ", ".join(json.dumps of each item) + "]", so hashing those
+    pieces one item at a time gives the same digest (checkpoints keyed by it still match), while
+    memory holds one item's JSON instead of the whole (several GB for XOR-Full's passages).
+    """
+    digest = hashlib.sha256(b"[")
+    for i, item in enumerate(items):
+        if i:
+            digest.update(b", ")
+        digest.update(json.dumps(item, sort_keys=True, default=str).encode("utf-8"))
+    digest.update(b"]")
+    return digest.hexdigest()
 
 
 def parts_path(out: str | Path) -> Path:

@@ -42,8 +42,9 @@ from umr.corpus import Corpus
 from umr.encode import device_for, load_pretrained, model_identity, shard_rows
 from umr.errors import UMRError
 from umr.fastlm import SharedSources, optimise_for_inference
-from umr.io import PartsDir, atomic_file, fingerprint, log, parts_path, path_identity, run_cli, set_threads
+from umr.io import PartsDir, atomic_file, fingerprint_items, log, parts_path, path_identity, run_cli, set_threads
 from umr.languages import language_name
+from umr.precision import resolve_precision
 from umr.records import Passage, Question, Run, read_questions, read_trec_run, write_trec_run
 
 
@@ -83,11 +84,15 @@ class Reranker:
         self.template = TEMPLATES[template]
         self.aggregation = aggregation
         self.device = device_for(device)
-        # mT5 overflows in fp16: bf16 on GPU, fp32 on CPU unless bf16 is asked for (it runs there too, slower).
+        # mT5 overflows in fp16 (feed-forward activations beyond 65504), so there is no fp16 setting: auto is
+        # bf16 on GPUs with native bf16 (compute capability >= 8.0: A100, H100), fp32 on older GPUs (V100)
+        # and on CPU (umr.precision, fp16_safe=False); an explicit bf16 runs on CPU too, slower. Not fp16
+        # with an fp32 retry of overflowing batches: the weights are loaded in this type (no autocast), so a
+        # retry would need a second, fp32 copy of a 3.7B-parameter model.
         if dtype not in ("auto", "bf16", "fp32"):
             raise UMRError(f"unknown reranker dtype {dtype!r}; choose from auto, bf16, fp32 (fp16 overflows in mT5)")
-        torch_dtype = {"auto": torch.bfloat16 if self.device.type == "cuda" else torch.float32,
-                       "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
+        torch_dtype = resolve_precision(dtype, self.device, fp16_safe=False, what="reranker dtype",
+                                        how="weights").dtype
         self.model, self.tokenizer = load_pretrained(model, "reranker", AutoModelForSeq2SeqLM, dtype=torch_dtype)
         self.model.to(self.device).eval()
         # Exact rewrites; oneDNN products and fused norms only for fp32 weights (bf16 keeps torch's kernels).
@@ -282,7 +287,7 @@ def _score_in_parts(reranker: Reranker, todo: Sequence[tuple[Question, str]], co
         "aggregation": reranker.aggregation, "max_input_length": reranker.max_input_length,
         "max_label_length": reranker.max_label_length, "batch_tokens": reranker.batch_tokens,
         "corpus": [str(corpus.path.resolve()), path_identity(corpus.path)], "part_pairs": part_pairs,
-        "pairs": fingerprint([(q.id, q.text, q.lang, docid) for q, docid in todo]),
+        "pairs": fingerprint_items((q.id, q.text, q.lang, docid) for q, docid in todo),  # streamed: same value
     })
     done = set(parts.done())
     if done:

@@ -40,8 +40,8 @@ from typing import Iterable, Sequence
 from umr.errors import UMRError
 from umr.io import atomic_dir, atomic_file, log, run_cli
 from umr.languages import LANGUAGE_NAMES
-from umr.records import (DPR_HEADER_LINE, Passage, Question, Run, dpr_tsv_line, iter_dpr_tsv, read_questions,
-                         write_trec_run)
+from umr.records import (DPR_HEADER_LINE, DuplicateIdCheck, Passage, Question, Run, dpr_tsv_line, iter_dpr_tsv,
+                         read_questions, write_trec_run)
 
 DEFAULT_K1 = 0.82  # CORA's BM25 baseline (baselines/bm25/search_index.py)
 DEFAULT_B = 0.68
@@ -153,14 +153,18 @@ def split_by_language(corpus: str | Path, out_dir: str | Path, languages: Sequen
 
     `languages`, when given, limits the files written; passages of other languages are
     counted but dropped. Returns passage counts per detected language; also written to
-    `<out_dir>/counts.json`.
+    `<out_dir>/counts.json`. A duplicate passage id is an error (file and line) and nothing
+    is written; it is found in bounded memory (`DuplicateIdCheck`: 352 MB of hashes for
+    CORA's 44 M passages instead of a 4.3 GB set of ids).
     """
     counts: Counter[str] = Counter()
     handles: dict[str, object] = {}
     wanted = set(languages) if languages else None
+    ids = DuplicateIdCheck(corpus)
     with atomic_dir(out_dir) as tmp:
         try:
-            for i, p in enumerate(iter_dpr_tsv(corpus), start=1):
+            for i, p in enumerate(iter_dpr_tsv(corpus, unique_ids=False), start=1):
+                ids.add(p.id)
                 lang = passage_language(p)
                 counts[lang] += 1
                 if wanted is not None and lang not in wanted:
@@ -175,6 +179,7 @@ def split_by_language(corpus: str | Path, out_dir: str | Path, languages: Sequen
         finally:
             for handle in handles.values():
                 handle.close()
+        ids.check()  # inside atomic_dir: a duplicate leaves no collections behind
         (tmp / "counts.json").write_text(json.dumps(dict(sorted(counts.items())), indent=1) + "\n")
     log.info("split %s -> %s: %s", corpus, out_dir, _fmt_counts(counts))
     return dict(counts)

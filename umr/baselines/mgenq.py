@@ -42,8 +42,9 @@ Two commands (``python -m umr.baselines.mgenq {generate,train} --help``):
     with the diagonal as positives (`contrastive_loss`; τ = 1 is DPR). The loop is
     `umr.distill.Distiller`'s (seeded shuffling, AdamW eps 1e-8 without weight
     decay, linear warmup then decay, gradient clipping, last partial batch dropped,
-    checkpoints and resuming) on one-passage examples, with this loss in place of the
-    KL; ``--grad-cache`` computes the same gradients in chunks;
+    checkpoints and resuming, ``--precision`` autocast with an fp32 loss) on one-passage
+    examples, with this loss in place of the KL; ``--grad-cache`` computes the same
+    gradients in chunks;
   - writes the retriever directory atomically with `DualEncoder.save` (``query_encoder/``,
     ``passage_encoder/``) plus ``mgenq_train_settings.json``, so `umr.encode` and
     `umr.retrieve` load it like a UMR retriever.
@@ -85,7 +86,9 @@ from umr.corpus import Corpus
 from umr.distill import Checkpoints, DistillSettings, Distiller, TrainingExample, _rng_replay, checkpoint_dir_for
 from umr.encode import DualEncoder, device_for, embed, load_pretrained, pad_batch
 from umr.errors import InputFileError, UMRError
-from umr.io import atomic_dir, atomic_file, fingerprint, log, path_identity, run_cli, seed_everything, set_threads
+from umr.io import (atomic_dir, atomic_file, fingerprint, fingerprint_items, log, path_identity, run_cli, seed_everything,
+                    set_threads)
+from umr.precision import PRECISIONS, Precision, resolve_precision
 from umr.languages import LANGUAGE_NAMES
 from umr.records import Passage, Question, _field, _iter_json_objects, read_questions
 
@@ -226,11 +229,12 @@ class QuestionGenerator:
 
         self.name = model
         self.device = device_for(device)
-        # mT0 is mT5, which overflows in fp16: bf16 on GPU, fp32 on CPU unless bf16 is asked for (it runs there too).
+        # mT0 is mT5, which overflows in fp16: auto is bf16 on GPUs with native bf16 (compute capability
+        # >= 8.0), fp32 on older GPUs and on CPU (umr.precision, fp16_safe=False); bf16 runs on CPU too.
         if dtype not in ("auto", "bf16", "fp32"):
             raise UMRError(f"unknown generator dtype {dtype!r}; choose from auto, bf16, fp32 (fp16 overflows in mT5)")
-        torch_dtype = {"auto": torch.bfloat16 if self.device.type == "cuda" else torch.float32,
-                       "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
+        torch_dtype = resolve_precision(dtype, self.device, fp16_safe=False, what="question generator dtype",
+                                        how="weights").dtype
         self.model, self.tokenizer = load_pretrained(model, "question generator", AutoModelForSeq2SeqLM, dtype=torch_dtype)
         self.model.to(self.device).eval()
         log.info("question generator computes in %s on %s (dtype setting %s)",
@@ -364,8 +368,11 @@ def generate_for_language(generator: QuestionGenerator, corpus: Corpus, lang: st
 
 
 def contrastive_loss(query_reps: torch.Tensor, passage_reps: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """DPR's loss: S = Q·Pᵀ / τ (b × b), cross-entropy with passage i the positive of question i."""
-    scores = query_reps @ passage_reps.T / temperature
+    """DPR's loss: S = Q·Pᵀ / τ (b × b), cross-entropy with passage i the positive of question i.
+
+    Computed in fp32 whatever the encoders computed in (see `umr.distill.distillation_loss`).
+    """
+    scores = query_reps.float() @ passage_reps.float().T / temperature
     return F.cross_entropy(scores, torch.arange(scores.shape[0], device=scores.device))
 
 
@@ -436,42 +443,44 @@ class ContrastiveTrainer(Distiller):
     """`Distiller` on one-passage examples, with DPR's loss (and its temperature) in place of the KL."""
 
     def __init__(self, encoder: DualEncoder, pairs: Sequence[GeneratedQuestion], passages: dict[str, Passage],
-                 settings: ContrastiveSettings, device: torch.device):
+                 settings: ContrastiveSettings, device: torch.device, precision: str | Precision = "auto"):
         if len(pairs) < settings.batch_size:
             raise UMRError(f"{len(pairs)} non-empty generated questions, fewer than batch_size {settings.batch_size}")
         examples = [TrainingExample(Question(p.id, p.question, p.lang), [p.passage_id], [0.0]) for p in pairs]
-        super().__init__(encoder, examples, passages, settings.distill_settings(), device)
+        super().__init__(encoder, examples, passages, settings.distill_settings(), device, precision)
         self.temperature = settings.temperature
 
     def step_gradients(self, texts: list[str], passages: list[Passage], teacher: torch.Tensor) -> float:
+        """As `Distiller.step_gradients`: autocast forwards, fp32 loss outside autocast, scaled backward."""
         enc = self.encoder
         q_ids, p_ids = enc.tokenize_questions(texts), enc.tokenize_passages(passages)
         if self.s.grad_cache:
             return self._contrastive_grad_cache_step(q_ids, p_ids)
-        q = embed(enc.query_model, *self._tensors(q_ids))
-        p = embed(enc.passage_model, *self._tensors(p_ids))
+        with self.precision.autocast():
+            q = embed(enc.query_model, *self._tensors(q_ids))
+            p = embed(enc.passage_model, *self._tensors(p_ids))
         loss = contrastive_loss(q, p, self.temperature)
-        loss.backward()
+        self.scaler.scale(loss).backward()
         return loss.item()
 
     def _contrastive_grad_cache_step(self, q_ids: list[list[int]], p_ids: list[list[int]]) -> float:
-        """Gradient cache (as `Distiller._grad_cache_step`, with the contrastive loss)."""
+        """Gradient cache (as `Distiller._grad_cache_step`, with the contrastive loss; same autocast and scaler)."""
         s, enc = self.s, self.encoder
         plan = [(enc.query_model, q_ids, s.query_chunk_size), (enc.passage_model, p_ids, s.passage_chunk_size)]
         reps, states = [], []
         for model, ids, size in plan:
             chunks, chunk_states = [], []
             for start in range(0, len(ids), size):
-                with _rng_replay(None) as state, torch.no_grad():
+                with _rng_replay(None) as state, torch.no_grad(), self.precision.autocast():
                     chunks.append(embed(model, *self._tensors(ids[start : start + size])))
                 chunk_states.append(state)
             reps.append(torch.cat(chunks).requires_grad_())
             states.append(chunk_states)
         loss = contrastive_loss(reps[0], reps[1], self.temperature)
-        loss.backward()
+        self.scaler.scale(loss).backward()  # fp16: the cached gradients carry the loss scale once
         for (model, ids, size), rep, chunk_states in zip(plan, reps, states):
             for k, start in enumerate(range(0, len(ids), size)):
-                with _rng_replay(chunk_states[k]):
+                with _rng_replay(chunk_states[k]), self.precision.autocast():
                     fresh = embed(model, *self._tensors(ids[start : start + size]))
                 fresh.backward(gradient=rep.grad[start : start + size])
         return loss.item()
@@ -482,11 +491,11 @@ SETTINGS_FILE = "mgenq_train_settings.json"
 
 def train(student: str, pair_files: Sequence[str | Path], corpus: Corpus, settings: ContrastiveSettings,
           out_dir: str | Path, device: str = "auto", checkpoint_every: int = 0,
-          checkpoint_dir: str | Path | None = None) -> list[float]:
+          checkpoint_dir: str | Path | None = None, precision: str = "auto") -> list[float]:
     """Train a retriever from `student` on generated pairs; writes a retriever directory.
 
     With `checkpoint_every` > 0 (or a `checkpoint_dir`), training checkpoints and resumes
-    as `umr.distill.distill` does.
+    as `umr.distill.distill` does; `precision` (`umr.precision`) as there too.
     """
     seed_everything(settings.seed)
     pairs, empty = read_pairs(pair_files)
@@ -502,21 +511,24 @@ def train(student: str, pair_files: Sequence[str | Path], corpus: Corpus, settin
     passages = dict(zip(needed, corpus.get_many(needed)))
     encoder = DualEncoder.load(student, settings.max_length)
     dev = device_for(device)
+    resolved = resolve_precision(precision, dev)
     encoder.query_model.to(dev)
     encoder.passage_model.to(dev)
-    trainer = ContrastiveTrainer(encoder, pairs, passages, settings, dev)
+    trainer = ContrastiveTrainer(encoder, pairs, passages, settings, dev, resolved)
     log.info("training mGenQ: %d steps (%d per epoch), %s", trainer.total_steps, trainer.steps_per_epoch,
              json.dumps(asdict(settings)))
     checkpoints = None
     if checkpoint_every > 0 or checkpoint_dir is not None:
         key = fingerprint({"student": [str(student), path_identity(student)], "settings": asdict(settings),
-                           "device": dev.type, "pairs": fingerprint([asdict(p) for p in pairs]),
-                           "passages": fingerprint([(p.id, p.title, p.text) for _, p in sorted(passages.items())])})
+                           "device": dev.type, "pairs": fingerprint_items(asdict(p) for p in pairs),
+                           "passages": fingerprint_items((p.id, p.title, p.text) for _, p in sorted(passages.items())),
+                           # fp32 keeps its earlier key, so its checkpoints still resume
+                           **({"precision": resolved.name} if resolved.mixed else {})})
         checkpoints = Checkpoints(checkpoint_dir or checkpoint_dir_for(out_dir), key)
     losses = trainer.train(checkpoints, checkpoint_every)
     with atomic_dir(out_dir) as tmp:
         encoder.save(tmp)
-        meta = asdict(settings) | {"requested_batch_size": requested, "student": student,
+        meta = asdict(settings) | {"requested_batch_size": requested, "student": student, "precision": resolved.name,
                                    "pairs": [str(p) for p in pair_files], "n_pairs": len(pairs),
                                    "pairs_per_language": per_lang, "n_empty_skipped": empty,
                                    "steps": trainer.total_steps, "first_loss": losses[0] if losses else None,
@@ -583,6 +595,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--grad-cache", action="store_true", help="gradient cache: the same gradients, in chunks")
     t.add_argument("--query-chunk-size", type=int, default=c.query_chunk_size)
     t.add_argument("--passage-chunk-size", type=int, default=c.passage_chunk_size)
+    t.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="autocast precision of the forward passes over fp32 weights (umr.precision; auto: bf16 on "
+                        "A100/H100, fp16 with a loss scale on older GPUs, fp32 on CPU)")
     t.add_argument("--device", default="auto")
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--checkpoint-every", type=int, default=500,
@@ -633,7 +648,7 @@ def _train_main(args: argparse.Namespace) -> None:
         raise UMRError(f"--checkpoint-every: must be 0 (off) or a number of steps, got {args.checkpoint_every}")
     with Corpus(args.corpus, args.offsets, source=args.pairs) as corpus:
         train(args.student, args.pairs, corpus, settings, args.out, args.device, args.checkpoint_every,
-              args.checkpoint_dir or checkpoint_dir_for(args.out))
+              args.checkpoint_dir or checkpoint_dir_for(args.out), args.precision)
     log.info("saved %s", args.out)
 
 

@@ -50,7 +50,7 @@ DEFAULT_PORT = 47831  # fixed: the URLs are rule parameters, a new port would re
 # The rehearsal node (2 CPUs, the machine's memory) cannot grant the paper's 16-32 GB requests;
 # the tiny models need far less. A site override, as a user's RULE_OVERRIDES would be.
 NODE_MEM_MB = 3000
-BIG_MEMORY_RULES = ("encode_corpus", "build_index", "retrieve", "rerank", "distill", "generate_questions",
+BIG_MEMORY_RULES = ("encode_corpus", "build_index", "retrieve", "rerank", "distill", "generate_questions", "evaluate",
                     "train_mgenq", "bm25_split_collection", "bm25_index", "bm25_search")
 # The site profile waits 40 s before its first status check (right for a shared cluster);
 # the rehearsal's jobs take seconds, so it polls every second, as the test profile does.
