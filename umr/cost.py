@@ -269,9 +269,14 @@ class CostModel:
             node = node.get(key, {}) if isinstance(node, Mapping) else {}
         return compute_precision(node if isinstance(node, str) else "auto", self._device(), lm=lm)
 
-    def rerank_flops_per_pair(self, shape: Shape) -> float:
+    def rerank_flops(self, shape: Shape, pairs: int, corpus: int) -> float:
+        """The LM's FLOPs for `pairs` (question, passage) pairs: each distinct passage is encoded once
+        per job (umr.rerank), each pair decodes its question. Distinct passages are estimated as
+        random draws from the corpus, corpus x (1 - exp(-pairs / corpus)): all of them at paper
+        scale (438,300 pairs of 44 M passages), about half on the toy (3,000 pairs of 2,260)."""
         s, t = self.sizes.reranker_input_tokens, self.sizes.question_tokens
-        return s * shape.encoder_flops(s) + t * shape.decoder_flops(t, s)
+        distinct = corpus * -math.expm1(-pairs / corpus)
+        return distinct * s * shape.encoder_flops(s) + pairs * t * shape.decoder_flops(t, s)
 
     def rerank_chunks(self, task: str, split: str, top_k: int) -> int:
         """Chunks of one language's reranking: a fixed number, or (`auto`) ceil(pairs / chunk_pairs),
@@ -326,7 +331,7 @@ class CostModel:
         spec = RerankSpec.parse(wc["rtag"])
         shape = model_shape(self.config, spec.reranker)
         pairs = math.ceil(self.sizes.per_language(wc["task"], wc["split"]) / int(wc["chunks"])) * spec.top_k
-        flops = pairs * self.rerank_flops_per_pair(shape)
+        flops = self.rerank_flops(shape, pairs, self.sizes.passages[wc["task"]])
         precision = compute_precision(self.config["umr"]["rerank"]["dtype"], self._device(), lm=True)
         return Estimate("rerank", f"{pairs:,} pairs", flops, self._gpu_seconds(flops, precision), self.gpus,
                         pairs * RUN_LINE_BYTES, memory_mb=8000 + shape.parameters * 4 / 1e6)
