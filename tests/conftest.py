@@ -37,6 +37,21 @@ def mini_texts(mini_data) -> list[str]:
     return models.collection_texts([mini_data["corpus_xor_retrieve"], mini_data["corpus_xor_full"]])
 
 
+def write_fixed_reranked_run(mini_data, directory: Path):
+    """A reranked training run over the mini benchmark whose scores come from a fixed rule, not a
+    model (6 passages per question, best first): returns (questions, run file)."""
+    from umr.corpus import Corpus
+    from umr.records import read_questions, write_trec_run
+
+    questions = read_questions(mini_data["xor_retrieve_train"])
+    with Corpus(mini_data["corpus_xor_retrieve"]) as corpus:
+        ids = [p.id for p in corpus.by_rows(range(len(corpus)))]
+    run = {q.id: [(ids[(i * 7 + j) % len(ids)], -float(j) / 3) for j in range(6)] for i, q in enumerate(questions)}
+    path = Path(directory) / "reranked.trec"
+    write_trec_run(path, run, "rr")
+    return questions, path
+
+
 @pytest.fixture(scope="session")
 def tiny_retriever(mini_texts, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("models") / "retriever"

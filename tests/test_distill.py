@@ -14,7 +14,7 @@ from umr.distill import (IN_BATCH_LOG_PROB, DistillSettings, Distiller, distill,
                          load_examples, teacher_log_probs)
 from umr.encode import DualEncoder
 from umr.errors import UMRError
-from umr.records import read_questions, write_trec_run
+from conftest import write_fixed_reranked_run
 
 
 def test_kl_matches_a_hand_computed_example():
@@ -66,13 +66,7 @@ def test_lower_temperature_sharpens_the_teacher_towards_the_highest_score():
 @pytest.fixture(scope="module")
 def training_setup(mini_data, tiny_retriever, tmp_path_factory):
     """A reranked training run over the mini benchmark (scores from a fixed rule, not a model)."""
-    questions = read_questions(mini_data["xor_retrieve_train"])
-    with Corpus(mini_data["corpus_xor_retrieve"]) as corpus:
-        ids = [p.id for p in corpus.by_rows(range(len(corpus)))]
-    run = {q.id: [(ids[(i * 7 + j) % len(ids)], -float(j) / 3) for j in range(6)] for i, q in enumerate(questions)}
-    path = tmp_path_factory.mktemp("distill") / "reranked.trec"
-    write_trec_run(path, run, "rr")
-    return questions, path
+    return write_fixed_reranked_run(mini_data, tmp_path_factory.mktemp("distill"))
 
 
 SMALL = dict(batch_size=4, passages_per_question=3, epochs=1, learning_rate=1e-3, warmup_steps=1, max_length=64, seed=3)

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import write_fixed_reranked_run
 import umr.precision
 from umr.corpus import Corpus
 from umr.distill import Checkpoints, DistillSettings, Distiller, load_examples
 from umr.encode import DualEncoder, encode_corpus_shard, encode_ids, encode_questions, mean_pool, pad_batch
 from umr.errors import UMRError
 from umr.precision import Precision, cpu_autocast_supports, resolve_precision
-from umr.records import read_questions, write_trec_run
+from umr.records import read_questions
 
 CPU_FP16 = cpu_autocast_supports(torch.float16)
 
@@ -213,12 +214,8 @@ def test_command_lines_take_a_precision():
 # -- training -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def training_data(mini_data, tmp_path_factory):
-    questions = read_questions(mini_data["xor_retrieve_train"])
+    questions, path = write_fixed_reranked_run(mini_data, tmp_path_factory.mktemp("precision"))
     with Corpus(mini_data["corpus_xor_retrieve"]) as corpus:
-        ids = [p.id for p in corpus.by_rows(range(len(corpus)))]
-        run = {q.id: [(ids[(i * 7 + j) % len(ids)], -float(j) / 3) for j in range(6)] for i, q in enumerate(questions)}
-        path = tmp_path_factory.mktemp("precision") / "reranked.trec"
-        write_trec_run(path, run, "rr")
         examples = load_examples(questions, [path], top_k=6, n=3)
         needed = sorted({d for ex in examples for d in ex.passages})
         passages = dict(zip(needed, corpus.get_many(needed)))

@@ -119,6 +119,17 @@ def _check_cross_keys(config: dict) -> None:
                               f"{n_train} toy training questions")
 
 
+def load_config_files(*paths: str | Path) -> dict[str, Any]:
+    """The config Snakemake builds from several --configfile (later files' nested keys win), validated."""
+    from snakemake.utils import update_config
+
+    merged: dict[str, Any] = {}
+    for path in paths:
+        with open(path, encoding="utf-8") as handle:
+            update_config(merged, yaml.safe_load(handle) or {})
+    return validate_config(merged)
+
+
 def load_config(path: str | Path, overrides: dict | None = None) -> dict[str, Any]:
     """Read a YAML config file, apply `overrides` (a nested dict), validate."""
     path = Path(path)

@@ -257,7 +257,7 @@ class CostModel:
     # -- helpers
     def _gpu_seconds(self, flops: float, precision: str) -> float:
         """Start-up + FLOPs on the job's device (the GPU, or the CPU's threads without one)."""
-        device = self.device if self.gpus > 0 else self.cpu
+        device = self._device()
         return device.startup_s + flops / device.flops_per_s(precision, self.threads)
 
     def _device(self) -> Device:
@@ -514,15 +514,9 @@ def dry_run(configfiles: Sequence[str], device: Device, workdir: str | Path | No
 
 def load_config(configfiles: Sequence[str]) -> dict:
     """The merged, validated configuration (config.yaml when no file is given), as Snakemake sees it."""
-    from snakemake.utils import update_config
+    from umr.config import load_config_files
 
-    from umr.config import validate_config
-
-    config: dict = {}
-    for path in configfiles or [str(REPO / "config.yaml")]:
-        with open(path, encoding="utf-8") as f:
-            update_config(config, yaml.safe_load(f) or {})
-    return validate_config(config)
+    return load_config_files(*(configfiles or [str(REPO / "config.yaml")]))
 
 
 def assess(jobs: list[Job], model: CostModel) -> dict[str, Any]:

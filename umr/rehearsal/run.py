@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from umr.config import validate_config
+from umr.config import load_config_files
 from umr.errors import UMRError
 from umr.io import atomic_file, log
 
@@ -59,13 +59,7 @@ FAST_POLLING = ("--slurm-init-seconds-before-status-checks", "1", "--seconds-bet
 
 def load_config(*paths: Path) -> dict[str, Any]:
     """The config Snakemake builds from several --configfile (later files' nested keys win), validated."""
-    from snakemake.utils import update_config
-
-    merged: dict[str, Any] = {}
-    for path in paths:
-        with open(path, encoding="utf-8") as handle:
-            update_config(merged, yaml.safe_load(handle) or {})
-    return validate_config(merged)
+    return load_config_files(*paths)
 
 
 def prepare_sources(config: dict[str, Any], sources: Path) -> tuple[Path, Path, list[tuple[str, str]]]:
