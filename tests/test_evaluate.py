@@ -59,7 +59,10 @@ def test_shipped_punkt_model_is_found_by_nltk():
     model = evaluate.NLTK_DATA / "tokenizers" / "punkt_tab" / "english"
     assert sorted(p.name for p in model.iterdir()) == [
         "abbrev_types.txt", "collocations.tab", "ortho_context.tab", "sent_starters.txt"]
-    assert str(evaluate.NLTK_DATA) in evaluate.nltk.data.path
+    import nltk
+
+    evaluate.word_tokenizer()
+    assert str(evaluate.NLTK_DATA) in nltk.data.path
 
 
 # --- R@kt: answer matching --------------------------------------------------------------

@@ -48,9 +48,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-import nltk
-from nltk.tokenize import word_tokenize
-
 from umr.corpus import Corpus
 from umr.errors import ConfigError, UMRError
 from umr.io import atomic_file, log, run_cli
@@ -58,9 +55,6 @@ from umr.languages import XOR_LANGUAGES
 from umr.records import GoldQuestion, Run, read_gold, read_trec_run
 
 NLTK_DATA = Path(__file__).resolve().parent / "resources" / "nltk_data"
-if str(NLTK_DATA) not in nltk.data.path:
-    # Appended, not prepended: a user's own punkt_tab install (same model) still wins.
-    nltk.data.path.append(str(NLTK_DATA))
 
 TASKS = ("xor_retrieve", "xor_full")
 BUDGETS: tuple[int, ...] = (2000, 5000)  # R@2kt, R@5kt
@@ -102,6 +96,19 @@ def span_answers(answers: Iterable[str]) -> list[str]:
     return [a for a in answers if a not in YES_NO]
 
 
+@functools.cache
+def word_tokenizer():
+    """NLTK's `word_tokenize`, imported on first use: importing nltk (scipy.stats with it) takes
+    ~4 s, and every Snakemake job re-reads the workflow, which imports this module."""
+    import nltk
+    from nltk.tokenize import word_tokenize
+
+    if str(NLTK_DATA) not in nltk.data.path:
+        # Appended, not prepended: a user's own punkt_tab install (same model) still wins.
+        nltk.data.path.append(str(NLTK_DATA))
+    return word_tokenize
+
+
 @functools.lru_cache(maxsize=1 << 17)
 def tokens(text: str) -> tuple[str, ...]:
     """NLTK `word_tokenize(text)` (sentence splitting on), with a clear error if Punkt is missing.
@@ -110,7 +117,7 @@ def tokens(text: str) -> tuple[str, ...]:
     tokenizing them dominates the evaluation's time.
     """
     try:
-        return tuple(word_tokenize(text))
+        return tuple(word_tokenizer()(text))
     except LookupError:
         raise UMRError(
             f"NLTK's punkt_tab English model is missing (expected under {NLTK_DATA}); "
