@@ -1,11 +1,11 @@
-# Two commands a user needs (README): `make toy` and `make test`.
+# Two commands a user needs (README): `make toy` and `make test`; `make ablations` adds the grids.
 # Both create the virtual environment on first use; nothing is downloaded at run time.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= 2
 
-.PHONY: setup toy test lint rehearsal clean-toy
+.PHONY: setup toy ablations test lint rehearsal clean-toy
 
 setup: $(VENV)/.installed
 
@@ -19,8 +19,13 @@ $(VENV)/.installed: pyproject.toml envs/constraints.txt
 	$(BIN)/pip install --quiet -c envs/constraints.txt -e '.[test,bm25]'
 	touch $@
 
+# The method and its baselines (Snakemake's default target `all`).
 toy: setup
 	$(BIN)/snakemake --cores $(CORES)
+
+# The ablation grids (Tables 4-6, the ablation table, the knob plots), reusing what `make toy` built.
+ablations: setup
+	$(BIN)/snakemake --cores $(CORES) ablations
 
 test: setup
 	$(BIN)/python -m pytest

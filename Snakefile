@@ -25,7 +25,15 @@ include: "rules/report.smk"
 include: "rules/baselines.smk"
 
 
+# `snakemake` (= `make toy`): the method and its baselines, Tables 1, 2, 3, 7, the iteration plot.
 rule all:
     input:
-        final_targets(),
+        target_files("all"),
     default_target: True
+
+
+# `snakemake ablations` (= `make ablations`): the grids' variants, Tables 4-6, the ablation table
+# and the knob plots, reusing everything `all` built.
+rule ablations:
+    input:
+        target_files("ablations"),

@@ -6,10 +6,13 @@ import re
 import shlex
 import sys
 
+from umr import report as report_paths
+
 from umr.lineage import (BM25_NODE, CONTRASTIVE_TAG, GENQ_TAG, NAME, RETRIEVER_NODE, UMR_NODE, ContrastiveSpec,
                          DistillSpec, GenQSpec, Node, RerankSpec, score_cache_sources)
 from umr.cost import CostModel, memory_function, runtime_function
-from umr.plan import default_distill, default_genq, default_rerank, evaluations, planned_reranks, report_rerank
+from umr.plan import (ablation_only_evaluations, default_distill, default_genq, default_rerank, main_evaluations,
+                      planned_reranks, report_rerank)
 
 # Stages run as `python -m umr.<stage>`. `python` is the interpreter running Snakemake
 # (its venv's bin first on PATH) unless `--sdm conda` activates a rule's env, and
@@ -261,16 +264,26 @@ def contrastive_options(wildcards):
 
 
 # -- targets ----------------------------------------------------------------------------------
-def evaluation_files():
-    return [f"{RESULTS}/{e.task}/{e.node}/eval/{e.split}.csv" for e in evaluations(config)]
+# Two targets: `all` (the default: the method and its baselines) and `ablations` (the grids'
+# variants, reusing what `all` built). Each has its metrics file and its tables and plots.
+METRICS_FILES = {"all": "metrics.csv", "ablations": "metrics_ablations.csv"}
+
+
+def evaluation_files(target):
+    """Evaluation files of a target's systems (umr.plan: main_evaluations, ablation_only_evaluations)."""
+    chosen = main_evaluations(config) if target == "all" else ablation_only_evaluations(config)
+    return [f"{RESULTS}/{e.task}/{e.node}/eval/{e.split}.csv" for e in chosen]
 
 
 def display_names():
     return [f"{name}={model.get('display', name)}" for name, model in config["models"].items()]
 
 
-def final_targets():
-    return [f"{RESULTS}/metrics.csv", *report_targets()]  # report_targets: rules/report.smk
+def target_files(target):
+    """What `snakemake <target>` builds: the target's metrics file (when it has systems of its own)
+    and its tables and plots (umr.report.report_files says which go where)."""
+    metrics = [f"{RESULTS}/{METRICS_FILES[target]}"] if evaluation_files(target) else []
+    return metrics + report_paths.report_files(config, RESULTS, target)
 
 
 # -- resources ---------------------------------------------------------------------------------
@@ -295,7 +308,10 @@ def memory_mb(rule):
 # the small evaluation CSVs and write one table, plot or metrics file each. The report
 # rules' names come from umr.tables.TABLES / umr.plots.PLOTS (rules/report.smk).
 localrules:
+    all,
+    ablations,
     metrics,
+    metrics_ablations,
 
 
 def report_rule_names():

@@ -1,5 +1,5 @@
 # Stage: evaluate. R@2kt/R@5kt (XOR-Retrieve, official semantics) and top-1/5/20 answer
-# presence (XOR-Full, paper Table 7) per language, then one tidy metrics.csv.
+# presence (XOR-Full, paper Table 7) per language, then the tidy metrics files.
 
 
 rule evaluate:
@@ -28,23 +28,29 @@ rule evaluate:
         "--out {output} > {log} 2>&1"
 
 
-rule metrics:
-    input:
-        evaluation_files(),
-    output:
-        "results/{dataset}/metrics.csv",
-    params:
-        display=display_names(),
-        default_rerank=default_rerank(config).tag,
-        report_rerank=report_rerank(config).tag,
-        default_distill=default_distill(config).tag,
-        default_genq=default_genq_tags(),
-    log:
-        "results/{dataset}/logs/metrics.log",
-    conda:
-        "../envs/umr.yaml"
-    shell:
-        "python -m umr.metrics --evals {input} "
-        "--display {params.display:q} --default-rerank {params.default_rerank} "
-        "--report-rerank {params.report_rerank} "
-        "--default-distill {params.default_distill} --default-genq {params.default_genq} --out {output} > {log} 2>&1"
+# metrics.csv: the method and its baselines (target `all`); metrics_ablations.csv: the grids'
+# variants (target `ablations`). Same columns: concatenated, they hold every reported run.
+for target, metrics_file in METRICS_FILES.items():
+
+    rule:
+        name:
+            "metrics" if target == "all" else f"metrics_{target}"
+        input:
+            evaluation_files(target),
+        output:
+            f"results/{{dataset}}/{metrics_file}",
+        params:
+            display=display_names(),
+            default_rerank=default_rerank(config).tag,
+            report_rerank=report_rerank(config).tag,
+            default_distill=default_distill(config).tag,
+            default_genq=default_genq_tags(),
+        log:
+            f"results/{{dataset}}/logs/{metrics_file.removesuffix('.csv')}.log",
+        conda:
+            "../envs/umr.yaml"
+        shell:
+            "python -m umr.metrics --evals {input} "
+            "--display {params.display:q} --default-rerank {params.default_rerank} "
+            "--report-rerank {params.report_rerank} "
+            "--default-distill {params.default_distill} --default-genq {params.default_genq} --out {output} > {log} 2>&1"

@@ -6,15 +6,11 @@
 # The scripts read results/<dataset> off their input paths (no directory parameter); the
 # path helpers live in umr/report.py. Supervised systems' runs supplied by the user
 # (config `supervised`, umr/supplied.py) are scored by rule evaluate_supplied.
-from umr import report as report_paths
 from umr.plots import PLOTS, plot_spec
 from umr.tables import TABLES, table_spec
 
 
 report: "../report/workflow.rst"
-
-# The tables and plots of this configuration (rules/common.smk: final_targets).
-report_targets = lambda: report_paths.report_files(config, RESULTS)
 
 
 for table_id in TABLES:

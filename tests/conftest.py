@@ -89,15 +89,16 @@ def run_workflow(workdir: Path, configfile: Path, *args: str, cores: int = 2, ti
 
     workdir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(configfile), "--cores", str(cores), "--quiet", "rules", *args]
+           "--configfile", str(configfile), "--quiet", "rules", "--cores", str(cores), *args]  # targets after a 1-value option
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")
 def mini_run(tmp_path_factory) -> Path:
-    """One finished run of tests/configs/mini.yaml (the whole DAG at miniature size): its workdir."""
+    """One finished run of tests/configs/mini.yaml (the whole DAG at miniature size, both targets:
+    `all` and `ablations`): its workdir."""
     workdir = tmp_path_factory.mktemp("mini-run")
-    done = run_workflow(workdir, REPO / "tests" / "configs" / "mini.yaml")
+    done = run_workflow(workdir, REPO / "tests" / "configs" / "mini.yaml", "all", "ablations")
     assert done.returncode == 0, done.stderr[-4000:]
     return workdir
 

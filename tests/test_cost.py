@@ -124,8 +124,10 @@ def test_parse_dry_run_blocks():
 
 @pytest.fixture(scope="module")
 def paper_report() -> dict:
+    # both targets: the whole paper run (the method, its baselines and the grids of Tables 4-6)
     done = subprocess.run([sys.executable, "-m", "umr.cost", "--configfile", "config.paper.yaml", "--gpu", "a100",
-                           "--json"], cwd=REPO, capture_output=True, text=True, timeout=600)
+                           "--targets", "all", "ablations", "--json"], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout)
 

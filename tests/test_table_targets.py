@@ -18,7 +18,7 @@ import yaml
 from conftest import REPO, run_workflow
 
 MINI = REPO / "tests" / "configs" / "mini.yaml"
-NEW_TAU = 0.5  # not among the schema's default ablations.temperature [1, 0.1, 0.04, 0.02]
+NEW_TAU = 0.5  # not among mini.yaml's ablations.temperature (nor the schema's default grid)
 
 
 def scheduled(result) -> dict[str, int]:
@@ -42,8 +42,19 @@ def scheduled(result) -> dict[str, int]:
     return counts
 
 
+def mini_config() -> dict:
+    return yaml.safe_load(MINI.read_text(encoding="utf-8"))
+
+
+def with_new_temperature() -> list[float]:
+    """mini.yaml's temperatures with NEW_TAU added."""
+    listed = mini_config()["ablations"]["temperature"]
+    assert NEW_TAU not in listed
+    return [*listed, NEW_TAU]
+
+
 def derived_config(tmp_path: Path, **ablations) -> Path:
-    config = yaml.safe_load(MINI.read_text(encoding="utf-8"))
+    config = mini_config()
     config["ablations"] = {**config.get("ablations", {}), **ablations}
     path = tmp_path / "mini-derived.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
@@ -61,17 +72,17 @@ def test_finished_run_has_every_table_and_nothing_to_do(mini_run):
 
 @pytest.mark.dag
 def test_a_new_temperature_schedules_only_its_variant_for_table5(mini_run, tmp_path):
-    config = derived_config(tmp_path, temperature=[1, 0.1, 0.04, 0.02, NEW_TAU])
+    config = derived_config(tmp_path, temperature=with_new_temperature())
     jobs = scheduled(run_workflow(mini_run, config, "-n", "results/mini/tables/table5.md"))
     assert not [rule for rule in jobs if "rerank" in rule], jobs
-    shards = yaml.safe_load(MINI.read_text(encoding="utf-8"))["retrieval"]["shards"]
+    shards = mini_config()["retrieval"]["shards"]
     assert jobs == {"distill": 1, "encode_corpus": shards, "build_index": shards, "retrieve": 1, "evaluate": 1,
                     "table_table5": 1}, jobs
 
 
 @pytest.mark.dag
 def test_a_new_temperature_leaves_the_other_tables_alone(mini_run, tmp_path):
-    config = derived_config(tmp_path, temperature=[1, 0.1, 0.04, 0.02, NEW_TAU])
+    config = derived_config(tmp_path, temperature=with_new_temperature())
     for table_id in ("table3", "table6", "table7"):
         jobs = scheduled(run_workflow(mini_run, config, "-n", f"results/mini/tables/{table_id}.md"))
         assert jobs == {}, (table_id, jobs)

@@ -6,7 +6,7 @@ Used twice, with the same numbers:
   auto` splits a language's reranking into chunks by its number of pairs;
 - by `python -m umr.cost`, the report a user reads before submitting anything:
 
-    python -m umr.cost --configfile config.paper.yaml --gpu a100 [--json]
+    python -m umr.cost --configfile config.paper.yaml --gpu a100 [--targets all ablations] [--json]
 
   It lists the jobs of the configuration's DAG (a Snakemake dry run), per rule the work
   (FLOPs, passages, pairs, steps), estimated hours, the runtime each job requests, the disk
@@ -496,12 +496,13 @@ def parse_dry_run(text: str) -> list[Job]:
     return jobs
 
 
-def dry_run(configfiles: Sequence[str], device: Device, workdir: str | Path | None = None) -> list[Job]:
-    """Plan the configuration's DAG (nothing runs) with runtime requests sized for `device`."""
+def dry_run(configfiles: Sequence[str], device: Device, workdir: str | Path | None = None,
+            targets: Sequence[str] = ("all",)) -> list[Job]:
+    """Plan the DAG of the configuration's `targets` (nothing runs) with runtime requests sized for `device`."""
     env = dict(os.environ, UMR_SLURM_GPU_MODEL=device.name,
                PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
     with tempfile.TemporaryDirectory(prefix="umr-cost-") as tmp:
-        cmd = [sys.executable, "-m", "snakemake", "-n", "--cores", "1024", "--snakefile", str(REPO / "Snakefile"),
+        cmd = [sys.executable, "-m", "snakemake", *targets, "-n", "--cores", "1024", "--snakefile", str(REPO / "Snakefile"),
                "--directory", str(workdir or tmp)]
         # the Snakefile's own default (config.yaml) is relative to the work directory: name it
         cmd += ["--configfile", *[str(Path(f).resolve()) for f in configfiles or [REPO / "config.yaml"]]]
@@ -677,6 +678,8 @@ def _parser() -> argparse.ArgumentParser:
                    "(default: config.yaml)")
     p.add_argument("--gpu", default=None, help="device the estimates are for: " + ", ".join(cost_data()["devices"])
                    + f" (default: {DEFAULT_DEVICE} for a config with GPUs, cpu without)")
+    p.add_argument("--targets", nargs="+", default=["all"], help="Snakemake targets to cost (default: all, what "
+                   "`snakemake --profile slurm` builds; `all ablations` adds the grids of Tables 4-6)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--calibrate", metavar="RESULTS_DIR", help="compare the estimates with a local run's benchmark "
                    "files (e.g. results/toy) per stage, instead of the report")
@@ -699,7 +702,7 @@ def _main(args: argparse.Namespace) -> None:
     else:
         device = Device.named(DEFAULT_DEVICE if int(config["resources"]["gpu"]) > 0 else "cpu")
     model = CostModel(config, device)
-    jobs = dry_run(args.configfile, device)
+    jobs = dry_run(args.configfile, device, targets=args.targets)
     summary = assess(jobs, model)
     if args.json:
         print(json.dumps(summary, indent=2, default=float))

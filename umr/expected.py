@@ -16,7 +16,7 @@ task, split, node, or a setting such as temperature); numbers compare as
 numbers and booleans case-insensitively. Each (condition, metric) must match
 exactly one metrics row.
 
-    python -m umr.expected --metrics results/toy/metrics.csv --expected toy     # resources/expected/toy.yaml
+    python -m umr.expected --metrics results/toy/metrics.csv results/toy/metrics_ablations.csv --expected toy
     python -m umr.expected --metrics results/xor/metrics.csv --expected paper   # the paper's numbers
     python -m umr.expected --metrics results/toy/metrics.csv --write umr/resources/expected/toy.yaml
 
@@ -270,7 +270,8 @@ def expected_path(name_or_path: str) -> Path:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m umr.expected", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--metrics", required=True, help="results/<dataset>/metrics.csv")
+    p.add_argument("--metrics", required=True, nargs="+",
+                   help="results/<dataset>/metrics.csv (and metrics_ablations.csv for the grids' conditions)")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--expected", help="a YAML of expected scores, a name of resources/expected/<name>.yaml "
                       "(toy), or 'paper' for the paper's numbers")
@@ -284,12 +285,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _main(args: argparse.Namespace) -> None:
-    if not Path(args.metrics).is_file():
-        raise UMRError(f"{args.metrics}: no such metrics file (run the pipeline first)")
-    rows = read_metrics(args.metrics)
+    for path in args.metrics:
+        if not Path(path).is_file():
+            raise UMRError(f"{path}: no such metrics file (run the pipeline first)")
+    rows = [row for path in args.metrics for row in read_metrics(path)]
     if args.write:
         expected = Expected(conditions_from_metrics(rows, args.langs), args.tolerance if args.tolerance is not None else 0.5,
-                            f"Recorded from {args.metrics} by `python -m umr.expected --write`.")
+                            f"Recorded from {' '.join(args.metrics)} by `python -m umr.expected --write`.")
         with atomic_file(args.write) as tmp:
             Path(tmp).write_text(dump_expected(expected), encoding="utf-8")
         print(f"wrote {len(expected.conditions)} conditions to {args.write}")

@@ -84,6 +84,22 @@ def umr_chain(config: dict) -> list[Node]:
 
 def evaluations(config: dict) -> list[Evaluation]:
     """Every run the configuration reports, main lineage first."""
+    from umr.ablations import evaluations as ablation_evaluations  # imports this module
+
+    return list(dict.fromkeys(main_evaluations(config) + ablation_evaluations(config)))
+
+
+def ablation_only_evaluations(config: dict) -> list[Evaluation]:
+    """The runs only the ablation grids need (the `ablations` target; the rest is `all`'s)."""
+    from umr.ablations import evaluations as ablation_evaluations
+
+    main = set(main_evaluations(config))
+    return [e for e in dict.fromkeys(ablation_evaluations(config)) if e not in main]
+
+
+def main_evaluations(config: dict) -> list[Evaluation]:
+    """The method and its baselines (the default target `all`): the UMR chain, its reranked
+    rows, the negated-teacher control, BM25 and mGenQ, per task and evaluation split."""
     rerank, reported = default_rerank(config), report_rerank(config)
     out: list[Evaluation] = []
     for task in config["umr"]["tasks"]:
@@ -99,9 +115,7 @@ def evaluations(config: dict) -> list[Evaluation]:
             nodes.append(mgenq_node(config).path)
         for split in config["eval_splits"]:
             out.extend(Evaluation(task, node, split) for node in dict.fromkeys(nodes))
-    from umr.ablations import evaluations as ablation_evaluations  # imports this module
-
-    return list(dict.fromkeys(out + ablation_evaluations(config)))
+    return list(dict.fromkeys(out))
 
 
 def planned_reranks(config: dict) -> set[tuple[str, str, str]]:

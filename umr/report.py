@@ -29,13 +29,27 @@ def plot_files(results: str, plot_id: str) -> list[str]:
     return [f"{results}/plots/{plot_id}.{ext}" for ext in PLOT_FORMATS]
 
 
-def report_files(config: dict, results: str) -> list[str]:
-    """Every table, and the plot of every knob this configuration varies (the `all` target)."""
-    from umr.plots import default_plots
-    from umr.tables import TABLES
+def report_files(config: dict, results: str, target: str = "all") -> list[str]:
+    """The tables and plots a target builds: every table, and the plot of every knob this
+    configuration varies, split by what they read. `all` gets those that need only the method
+    and its baselines (Tables 1, 2, 3, 7 and the iteration plot on the default grids);
+    `ablations` gets those that need a grid variant (Tables 4-6, the ablation table, the
+    τ / batch-size plots), so the default run never trains a variant."""
+    from umr.plots import default_plots, plot_spec
+    from umr.plan import main_evaluations
+    from umr.tables import TABLES, table_spec
 
-    tables = [f for table_id in TABLES for f in table_files(results, table_id)]
-    return tables + [f for plot_id in default_plots(config) for f in plot_files(results, plot_id)]
+    if target not in ("all", "ablations"):
+        raise ValueError(f"unknown report target {target!r} (all, ablations)")
+    main = set(main_evaluations(config))
+
+    def wanted(evals) -> bool:
+        return (set(evals) <= main) == (target == "all")
+
+    tables = [f for table_id in TABLES if wanted(table_spec(config, table_id).evaluations)
+              for f in table_files(results, table_id)]
+    return tables + [f for plot_id in default_plots(config) if wanted(plot_spec(config, plot_id).evaluations)
+                     for f in plot_files(results, plot_id)]
 
 
 def supplied_runs(config: dict, wildcards) -> list[str]:

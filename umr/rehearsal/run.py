@@ -142,8 +142,15 @@ def stop_cluster() -> None:
 
 
 # -- the run --------------------------------------------------------------------------------
+# The paper run's two targets: the method and its baselines (`all`, what `snakemake --profile
+# slurm` builds) and the ablation grids (`ablations`, Tables 4-6).
+TARGETS = ("all", "ablations")
+
+
 def snakemake_command(config_files: list[Path], workdir: Path, local: bool, cores: int, extra: list[str]) -> list[str]:
-    cmd = [sys.executable, "-m", "snakemake", "--configfile", *map(str, config_files)]
+    # Extra arguments (targets, flags) go first: options with several values (--configfile,
+    # --set-resources) would swallow a target after them.
+    cmd = [sys.executable, "-m", "snakemake", *(extra or TARGETS), "--configfile", *map(str, config_files)]
     if workdir.resolve() != REPO:
         cmd += ["--directory", str(workdir)]
     if local:
@@ -151,7 +158,7 @@ def snakemake_command(config_files: list[Path], workdir: Path, local: bool, core
     else:
         cmd += ["--profile", "slurm", *FAST_POLLING,
                 "--set-resources", *(f"{rule}:mem_mb={NODE_MEM_MB}" for rule in BIG_MEMORY_RULES)]
-    return cmd + extra
+    return cmd
 
 
 def jobs_per_rule(snakemake_log: str) -> dict[str, int]:
@@ -225,7 +232,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", type=Path, default=REPO, help="Snakemake's working directory (results/ goes "
                    "there; default: the repository)")
     p.add_argument("--keep-cluster", action="store_true", help="leave a SLURM cluster this run started running")
-    p.add_argument("snakemake_args", nargs="*", help="extra Snakemake arguments (after --), e.g. a target")
+    p.add_argument("snakemake_args", nargs="*", help="Snakemake arguments (after --) instead of the default targets "
+                   "`all ablations`, e.g. a table")
     return p
 
 
