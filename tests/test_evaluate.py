@@ -109,6 +109,18 @@ def test_yes_no_answers_are_dropped_exactly():
     assert span_answers(["yes", "no", "Yes", "NO", "nope", "Paris"]) == ["Yes", "NO", "nope", "Paris"]
 
 
+def test_blank_answers_are_dropped():
+    assert span_answers(["", " ", "\t", "Paris", " Paris "]) == ["Paris", " Paris "]
+
+
+def test_a_blank_answer_is_never_a_hit_not_even_without_passages():
+    # The official script keeps "" and `"" in text` is True: a hit with no passage at all.
+    gold = [gq("q1", "ja", ""), gq("q2", "ja", "", "Paris"), gq("q3", "ja", " ")]
+    preds = [pred("q1", "ja"), pred("q2", "ja", "Rome"), pred("q3", "ja", "anything")]
+    assert recall(preds, gold, 2000) == {"ja": (0, 1)}  # q1 and q3 have no answer left; q2 misses
+    assert xor_full_topk([pred("q2", "ja")], {"q2": gq("q2", "ja", "")}, None)["all"]["Top-1"] == {}
+
+
 def test_questions_with_only_yes_no_answers_are_not_counted():
     gold = [gq("q1", "ja", "yes"), gq("q2", "ja", "no", "yes"), gq("q3", "ja", "no", "Paris"), gq("q4", "ja", "Yes")]
     preds = [pred(q.id, "ja", "yes no Paris") for q in gold]

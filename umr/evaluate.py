@@ -5,9 +5,14 @@
 
 - it iterates over the *predictions*: a question of the gold file that has no
   prediction is ignored, not counted as a miss (so it changes no score), and a
-  prediction whose id is not in the gold file is skipped;
+  prediction whose id is not in the gold file is skipped. The pipeline builds its
+  predictions with `build_predictions`, whose default (`--missing empty`, the one the
+  rules use) gives every gold question a prediction: a question absent from a run
+  counts as a miss. `--missing skip` reproduces the official script (docs/deviations.md);
 - answers equal to exactly `"yes"` or `"no"` (case-sensitive: `"Yes"` is kept) are
-  dropped; a question with no answer left is not counted;
+  dropped; a question with no answer left is not counted. Unlike the official script,
+  empty or whitespace-only answers are dropped too: an empty string is a substring of
+  any text, so it would make a question a hit with no passage at all;
 - each passage *text* (titles never) is tokenized on its own with NLTK's
   `word_tokenize(text)` (English Punkt sentence splitting, then the Treebank word
   tokenizer); the tokens are concatenated in rank order, stopping after the first
@@ -92,8 +97,9 @@ Scores = dict[str, dict[str, Tally]]
 
 
 def span_answers(answers: Iterable[str]) -> list[str]:
-    """Answers without the yes/no ones, which no passage text can be checked for."""
-    return [a for a in answers if a not in YES_NO]
+    """Answers without the yes/no ones, which no passage text can be checked for, and without
+    blank ones, which every text would contain."""
+    return [a for a in answers if a not in YES_NO and a.strip()]
 
 
 @functools.cache
@@ -151,7 +157,8 @@ def xor_retrieve_recall(predictions: Iterable[Prediction], gold: Mapping[str, Go
     """Official XOR-Retrieve R@kt for each token budget: {metric: {lang: Tally}}.
 
     Only predictions whose id is in `gold` count; gold questions without a
-    prediction are ignored, exactly as in `eval_xor_retrieve.py`.
+    prediction are ignored, exactly as in `eval_xor_retrieve.py` (`build_predictions`
+    decides whether an absent question gets an empty prediction, i.e. a miss).
     """
     budgets = _check_positive("budgets", budgets)
     scores: Scores = {recall_metric(b): {} for b in budgets}
