@@ -31,10 +31,11 @@ rule evaluate:
 # metrics.csv: the method and its baselines (target `all`); metrics_ablations.csv: the grids'
 # variants (target `ablations`). Same columns: concatenated, they hold every reported run.
 for target, metrics_file in METRICS_FILES.items():
+    metrics_name = metrics_file.removesuffix(".csv")  # the rule's and its log's name
 
     rule:
         name:
-            "metrics" if target == "all" else f"metrics_{target}"
+            metrics_name
         input:
             evaluation_files(target),
         output:
@@ -46,7 +47,7 @@ for target, metrics_file in METRICS_FILES.items():
             default_distill=default_distill(config).tag,
             default_genq=default_genq_tags(),
         log:
-            f"results/{{dataset}}/logs/{metrics_file.removesuffix('.csv')}.log",
+            f"results/{{dataset}}/logs/{metrics_name}.log",
         conda:
             "../envs/umr.yaml"
         shell:

@@ -94,7 +94,7 @@ def ablation_only_evaluations(config: dict) -> list[Evaluation]:
     from umr.ablations import evaluations as ablation_evaluations
 
     main = set(main_evaluations(config))
-    return [e for e in dict.fromkeys(ablation_evaluations(config)) if e not in main]
+    return [e for e in ablation_evaluations(config) if e not in main]
 
 
 def main_evaluations(config: dict) -> list[Evaluation]:
