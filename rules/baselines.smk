@@ -66,7 +66,8 @@ rule bm25_search:
 
 
 # mGenQ: questions generated for randomly sampled passages of the task's collection, as many
-# per language as the task's training split has questions in it, then a retriever trained on
+# per language as a training split has questions in it (the task's own, or XOR-Retrieve's with
+# baselines.mgenq.count_from: xor_retrieve, as the paper), then a retriever trained on
 # them from the node the questions hang off (the initial retriever in the plan). The trained
 # retriever is an ordinary retriever node (`<gparent>/<gtag>/<ctag>`): encode_corpus,
 # build_index, retrieve and evaluate treat it like UMR's (rules/common.smk: retriever_model).
@@ -76,7 +77,7 @@ rule bm25_search:
 rule generate_questions:
     input:
         model=genq_model,
-        train=task_train_questions,
+        train=genq_count_questions,
         corpus=task_corpus,
         offsets=task_offsets,
     output:

@@ -76,6 +76,12 @@ def task_train_questions(wildcards):
     return questions_file(wildcards.task, "train")
 
 
+def genq_count_questions(wildcards):
+    """The training questions whose number per language mGenQ generates (baselines.mgenq.count_from)."""
+    source = config["baselines"]["mgenq"]["count_from"]
+    return questions_file(wildcards.task if source == "task" else source, "train")
+
+
 def task_corpus(wildcards):
     return corpus_file(wildcards.task)
 
@@ -91,6 +97,11 @@ def english_gold(wildcards):
 
 def english_gold_option(wildcards, input):
     return f"--english-gold {input.english_gold}" if input.english_gold else ""
+
+
+def hit_option(wildcards):
+    """XOR-Full's top-k hit test (evaluate.hit); XOR-Retrieve's R@kt has the official script's only."""
+    return f"--hit {config['evaluate']['hit']}" if wildcards.task == "xor_full" else ""
 
 
 # -- models -------------------------------------------------------------------------------------
@@ -168,6 +179,11 @@ def distill_options(wildcards):
     ]
     options += [] if spec.in_batch_negatives else ["--no-in-batch-negatives"]
     options += ["--negate-teacher"] if spec.negate_teacher else []
+    options += [f"--grad-scale={spec.grad_scale}"] if spec.grad_scale != 1.0 else []
+    options += ["--strip-question-mark"] if spec.strip_question_mark else []
+    if spec.keep != "final":
+        options += [f"--keep={spec.keep}", f"--val-questions={spec.val_questions}",
+                    f"--val-hard-negatives={spec.val_hard_negatives}"]
     return " ".join(options)
 
 

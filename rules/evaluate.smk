@@ -13,6 +13,7 @@ rule evaluate:
         "results/{dataset}/{task}/{enode}/eval/{split}.csv",
     params:
         english_gold=english_gold_option,
+        hit=hit_option,
         languages=LANGUAGES,
     log:
         "results/{dataset}/{task}/{enode}/logs/evaluate.{split}.log",
@@ -24,7 +25,7 @@ rule evaluate:
     shell:
         "python -m umr.evaluate --task {wildcards.task} --split {wildcards.split} --gold {input.gold} "
         "{params.english_gold} --run {input.runs} --corpus {input.corpus} --corpus-offsets {input.offsets} "
-        "--languages {params.languages} "
+        "--languages {params.languages} {params.hit} "
         "--out {output} > {log} 2>&1"
 
 

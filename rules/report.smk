@@ -93,6 +93,7 @@ rule evaluate_supplied:
     params:
         english_gold=english_gold_option,
         corpus=lambda w, input: report_paths.supplied_corpus_options(input),
+        hit=hit_option,
         languages=LANGUAGES,
     log:
         "results/{dataset}/{task}/supplied/{name}/logs/evaluate.{split}.log",
@@ -101,4 +102,4 @@ rule evaluate_supplied:
     shell:
         "python -m umr.supplied --task {wildcards.task} --split {wildcards.split} --gold {input.gold} "
         "{params.english_gold} --run {input.runs:q} {params.corpus} --languages {params.languages} "
-        "--out {output} > {log} 2>&1"
+        "{params.hit} --out {output} > {log} 2>&1"

@@ -88,11 +88,12 @@ def expected_counts(cfg: dict) -> Counter:
                    if value != default
                    and not (knob == "passages_per_question" and value > cfg["umr"]["rerank"]["top_k"]))
     negated = int(cfg["umr"]["control_negated_teacher"])
-    bm25 = int(cfg["baselines"]["bm25"]["enabled"])
-    mgenq = int(cfg["baselines"].get("mgenq", {}).get("enabled", False))
+    from umr.plan import bm25_tasks, last_rerank_tasks, mgenq_tasks
 
     c: Counter = Counter()
     for task in tasks:
+        bm25, mgenq = int(task in bm25_tasks(cfg)), int(task in mgenq_tasks(cfg))
+        reranked_rows = 1 + int(task in last_rerank_tasks(cfg))  # initial (+ last iteration) + rerank
         extra = variants if task == ab["task"] else 0
         # retrievers with an index: iterations 0..I of the chain, the controls, mGenQ, ablations
         retrievers = (iters + 1) + negated + mgenq + extra
@@ -106,9 +107,10 @@ def expected_counts(cfg: dict) -> Counter:
         # chunks per language and split: umr.rerank.chunks, or (auto) as many as the pairs need
         top_k = cfg["umr"]["rerank"]["top_k"]
         c["rerank"] += n_lang * (iters * cost.rerank_chunks(task, "train", top_k)
-                                 + 2 * sum(cost.rerank_chunks(task, split, top_k) for split in cfg["eval_splits"]))
+                                 + reranked_rows * sum(cost.rerank_chunks(task, split, top_k)
+                                                       for split in cfg["eval_splits"]))
         c["distill"] += iters + negated + extra
-        c["evaluate"] += evals * (retrievers + 2 + bm25)
+        c["evaluate"] += evals * (retrievers + reranked_rows + bm25)
         c["generate_questions"] += mgenq
         c["train_mgenq"] += mgenq
         c["corpus_offsets"] += 1
@@ -120,7 +122,7 @@ def expected_counts(cfg: dict) -> Counter:
             c["bm25_index"] += 1 if task == "xor_retrieve" else n_lang
             c["bm25_split_collection"] += int(task == "xor_full")
     hub = {cfg["umr"]["retriever"], cfg["umr"]["rerank"]["reranker"]}
-    if mgenq:
+    if mgenq_tasks(cfg):
         hub.add(cfg["baselines"]["mgenq"]["generator"] or cfg["umr"]["rerank"]["reranker"])
     c["fetch_model"] = len(hub)
     c["metrics"] = c["all"] = c["ablations"] = 1
@@ -148,6 +150,13 @@ def test_profile_runs_the_paper_configuration(dry_run, paper_config):
     for option in ("--passages-per-question=16", "--epochs=10", "--learning-rate=2e-05", "--warmup-steps=1237",
                    "--max-grad-norm=2.0", "--seed=12345", "--max-length 256", "--grad-cache"):
         assert option in main[0], (option, main[0])
+    # the official trainer's behaviours (docs/deviations.md), as config.paper.yaml selects them
+    for option in ("--grad-scale=0.125", "--strip-question-mark", "--keep=best_val_rank", "--val-questions=1000",
+                   "--val-hard-negatives=30", "--precision fp16"):
+        assert option in main[0], (option, main[0])
+    hits = {j["wildcards"].split("task=")[1].split(",")[0]: "--hit dpr_has_answer" in j["shell"]
+            for j in dry_run["jobs"]["evaluate"]}
+    assert hits == {"xor_retrieve": False, "xor_full": True}, hits
     rerank = dry_run["jobs"]["rerank"][0]["shell"]
     assert "--top-k 100" in rerank and "--template official" in rerank and "--aggregation mean" in rerank
 

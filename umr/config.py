@@ -109,6 +109,17 @@ def _check_cross_keys(config: dict) -> None:
     if (rerank["report_top_k"] or 0) > config["retrieval"]["top_k"]:
         raise ConfigError(f"config key 'umr.rerank.report_top_k': {rerank['report_top_k']} is larger than "
                           f"retrieval.top_k ({config['retrieval']['top_k']}), the passages each run keeps")
+    for key, tasks in (("umr.rerank.last_iteration_tasks", rerank["last_iteration_tasks"]),
+                       ("baselines.bm25.tasks", config["baselines"]["bm25"]["tasks"]),
+                       ("baselines.mgenq.tasks", config["baselines"]["mgenq"]["tasks"])):
+        unknown = [t for t in tasks or () if t not in umr["tasks"]]
+        if unknown:
+            raise ConfigError(f"config key '{key}': {', '.join(unknown)} not in umr.tasks ({', '.join(umr['tasks'])})")
+    if distill["keep"] == "best_val_rank" and config["benchmark"] == "toy":
+        n_train = min(config["toy"]["questions"][t]["train"] for t in umr["tasks"]) * len(config["languages"])
+        if distill["validation"]["questions"] + distill["batch_size"] > n_train:
+            raise ConfigError(f"config key 'umr.distill.validation.questions': {distill['validation']['questions']} "
+                              f"held out leaves fewer than a batch of the {n_train} toy training questions")
     if distill["passages_per_question"] > rerank["top_k"]:
         raise ConfigError(f"config key 'umr.distill.passages_per_question': {distill['passages_per_question']} is larger "
                           f"than umr.rerank.top_k ({rerank['top_k']}), the reranked passages it samples from")

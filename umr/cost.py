@@ -30,7 +30,7 @@ import re
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -354,11 +354,23 @@ class CostModel:
         d, task = self.config["umr"]["distill"], wc["task"]
         questions = self.sizes.questions[task]["train"]
         texts = min(questions * RerankSpec.parse(wc["rtag"]).top_k, self.sizes.passages[task])
-        return self._training("distill", questions, spec.batch_size, spec.passages_per_question, spec.epochs,
-                              d["grad_cache"], self._precision("umr", "distill", "precision"), self.retriever, texts)
+        precision = self._precision("umr", "distill", "precision")
+        estimate = self._training("distill", questions - spec.val_questions, spec.batch_size,
+                                  spec.passages_per_question, spec.epochs, d["grad_cache"], precision, self.retriever,
+                                  texts)
+        if spec.keep == "final":
+            return estimate
+        # keep best_val_rank: every epoch encodes the held-out questions and their 1 + H passages each
+        # (forward only): 1,000 x 31 passages x 10 epochs is ~2% of XOR-Retrieve's training FLOPs.
+        tq, tp, shape = self.sizes.question_tokens, self.sizes.passage_tokens, self.retriever
+        flops = spec.epochs * spec.val_questions * (tq * shape.encoder_flops(tq)
+                                                    + (1 + spec.val_hard_negatives) * tp * shape.encoder_flops(tp))
+        return replace(estimate, work=f"{estimate.work} + {spec.epochs} validations",
+                       flops=estimate.flops + flops, seconds=estimate.seconds + self._gpu_seconds(flops, precision))
 
     def _genq_count(self, task: str) -> int:
-        return self.sizes.questions[task]["train"]
+        source = self.config["baselines"]["mgenq"]["count_from"]
+        return self.sizes.questions[task if source == "task" else source]["train"]
 
     def _generate_questions(self, wc) -> Estimate:
         spec = GenQSpec.parse(wc["gtag"])

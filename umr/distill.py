@@ -55,7 +55,7 @@ import os
 import random
 import shutil
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -65,11 +65,12 @@ from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from umr.corpus import Corpus
-from umr.encode import DualEncoder, device_for, embed, pad_batch
+from umr.encode import DualEncoder, device_for, embed, encode_ids, pad_batch
 from umr.errors import UMRError
 from umr.io import (Interrupted, StopSignals, atomic_dir, atomic_file, fingerprint, fingerprint_items, log,
                     path_identity, run_cli, seed_everything, set_threads)
 from umr.precision import PRECISIONS, Precision, resolve_precision
+from umr.lineage import DistillSpec
 from umr.records import Passage, Question, read_questions, read_trec_run
 
 # Log-probability given to other questions' passages (official code): exp(-1000) == 0.
@@ -92,6 +93,12 @@ class DistillSettings:
     grad_cache: bool = False
     query_chunk_size: int = 16
     passage_chunk_size: int = 8
+    # Official-code behaviours (docs/deviations.md rows 1, 3, 4); the defaults are this pipeline's.
+    grad_scale: float = 1.0
+    strip_question_mark: bool = False
+    keep: str = "final"  # or "best_val_rank"
+    val_questions: int = 0
+    val_hard_negatives: int = 30
 
 
 def teacher_log_probs(scores: torch.Tensor, temperature: float, in_batch_negatives: bool) -> torch.Tensor:
@@ -128,6 +135,12 @@ def distillation_loss(query_reps: torch.Tensor, passage_reps: torch.Tensor, teac
     return F.kl_div(student, teacher, reduction="batchmean", log_target=True)
 
 
+def strip_question_mark(questions: Sequence[Question]) -> list[Question]:
+    """One trailing ASCII "?" removed, as the official `normalize_question` does to training questions
+    (not "？" or "؟": the official code leaves those)."""
+    return [replace(q, text=q.text[:-1]) if q.text.endswith("?") else q for q in questions]
+
+
 @dataclass
 class TrainingExample:
     question: Question
@@ -148,6 +161,45 @@ def load_examples(questions: Sequence[Question], runs: Sequence[str | Path], top
             raise UMRError(f"question {q.id} has {len(ranked)} reranked passages, fewer than passages_per_question {n}")
         examples.append(TrainingExample(q, [d for d, _ in ranked], [s for _, s in ranked]))
     return examples
+
+
+def split_validation(examples: Sequence[TrainingExample], count: int, seed: int
+                     ) -> tuple[list[TrainingExample], list[TrainingExample]]:
+    """(training, held-out) examples: `count` questions drawn with their own seeded generator
+    (the training order's generator is untouched), both lists in the original order."""
+    if count >= len(examples):
+        raise UMRError(f"validation.questions {count} leaves no training questions ({len(examples)} in all)")
+    held = set(random.Random(f"validation-{seed}").sample(range(len(examples)), count))
+    return ([ex for i, ex in enumerate(examples) if i not in held],
+            [ex for i, ex in enumerate(examples) if i in held])
+
+
+class RankValidation:
+    """The official trainer's unsupervised validation (DPR's `validate_average_rank` on a dev file cut
+    from the reranked training data): each held-out question's positive is the teacher's top passage;
+    the pool is every held-out question's top 1 + `hard_negatives` reranked passages; the score is the
+    positive's rank in the question's ordering of the whole pool (0 = first), averaged. Lower is better.
+    No answer or gold passage is read. Ties count in the positive's favour (DPR's sort breaks them
+    arbitrarily)."""
+
+    def __init__(self, examples: Sequence[TrainingExample], passages: dict[str, Passage], hard_negatives: int):
+        self.questions = [ex.question.text for ex in examples]
+        self.pool: list[Passage] = []
+        self.positive: list[int] = []
+        for ex in examples:
+            self.positive.append(len(self.pool))
+            self.pool.extend(passages[pid] for pid in ex.passages[: 1 + hard_negatives])
+
+    def average_rank(self, encoder: DualEncoder, precision: Precision, batch_size: int = 64) -> float:
+        pad = encoder.tokenizer.pad_token_id
+        q = encode_ids(encoder.query_model, encoder.tokenize_questions(self.questions), pad, batch_size,
+                       desc="validate questions", progress=False, precision=precision)
+        p = encode_ids(encoder.passage_model, encoder.tokenize_passages(self.pool), pad, batch_size,
+                       desc="validate passages", progress=False, precision=precision)
+        scores = torch.from_numpy(q) @ torch.from_numpy(p).T  # [questions, pool], fp32
+        positive = scores[torch.arange(len(self.positive)), torch.tensor(self.positive)]
+        ranks = (scores > positive[:, None]).sum(dim=1)
+        return ranks.double().mean().item()
 
 
 @contextmanager
@@ -171,8 +223,13 @@ class Distiller:
     """
 
     def __init__(self, encoder: DualEncoder, examples: list[TrainingExample], passages: dict[str, Passage],
-                 settings: DistillSettings, device: torch.device, precision: str | Precision = "auto"):
+                 settings: DistillSettings, device: torch.device, precision: str | Precision = "auto",
+                 validation: RankValidation | None = None):
         self.encoder, self.examples, self.passages, self.s, self.device = encoder, examples, passages, settings, device
+        if (validation is None) != (settings.keep == "final"):
+            raise UMRError(f"keep {settings.keep!r} {'needs' if validation is None else 'takes no'} held-out validation")
+        # keep best_val_rank: the validation, each epoch's average rank, the best epoch and its weights (CPU).
+        self.validation, self.val_ranks, self.best = validation, [], None
         self.precision = resolve_precision(precision, device)
         # fp16: dynamic loss scale; bf16/fp32: a disabled scaler whose calls do nothing (same code path).
         self.scaler = self.precision.grad_scaler()
@@ -232,9 +289,34 @@ class Distiller:
             # fp32 loss outside autocast: `embed` returns fp32 representations, and autocast would
             # run the b × b·n similarity matmul in bf16/fp16 (scores of ~1e2 with 3 significant digits).
             loss = distillation_loss(q, p, teacher, s.temperature, s.in_batch_negatives)
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(self._grad_scaled(loss)).backward()
             return loss.item()
         return self._grad_cache_step(q_ids, p_ids, teacher)
+
+    def _grad_scaled(self, loss: torch.Tensor) -> torch.Tensor:
+        """The loss whose gradients are `grad_scale` times the loss's (at 1: the loss itself, bit for bit)."""
+        return loss if self.s.grad_scale == 1.0 else loss * self.s.grad_scale
+
+    def validate_epoch(self) -> None:
+        """keep best_val_rank: score this epoch's weights; the first best (lowest) rank is kept, as the
+        official `validate_and_save` keeps the first of equal results."""
+        enc = self.encoder
+        rank = self.validation.average_rank(enc, self.precision)
+        enc.query_model.train()
+        enc.passage_model.train()
+        self.val_ranks.append(rank)
+        epoch = len(self.val_ranks)
+        if self.best is None or rank < self.best["rank"]:
+            self.best = {"epoch": epoch, "rank": rank,
+                         "query_model": {k: v.detach().cpu().clone() for k, v in enc.query_model.state_dict().items()},
+                         "passage_model": {k: v.detach().cpu().clone() for k, v in enc.passage_model.state_dict().items()}}
+        log.info("epoch %d: validation average rank %.3f (best: epoch %d, %.3f)", epoch, rank, self.best["epoch"],
+                 self.best["rank"])
+
+    def restore_best(self) -> None:
+        """Load the best epoch's weights into the encoder (keep best_val_rank)."""
+        self.encoder.query_model.load_state_dict(self.best["query_model"])
+        self.encoder.passage_model.load_state_dict(self.best["passage_model"])
 
     def _grad_cache_step(self, q_ids: list[list[int]], p_ids: list[list[int]], teacher: torch.Tensor) -> float:
         """Gradient cache: representations without graph, loss gradient w.r.t. them, chunked re-forward.
@@ -256,7 +338,8 @@ class Distiller:
             reps.append(torch.cat(chunks).requires_grad_())
             states.append(chunk_states)
         loss = distillation_loss(reps[0], reps[1], teacher, s.temperature, s.in_batch_negatives)  # fp32 (see above)
-        self.scaler.scale(loss).backward()
+        # The official code scales each chunk's surrogate instead: the same product, by linearity.
+        self.scaler.scale(self._grad_scaled(loss)).backward()
         for (model, ids, size), rep, chunk_states in zip(plan, reps, states):
             for k, start in enumerate(range(0, len(ids), size)):
                 with _rng_replay(chunk_states[k]), self.precision.autocast():
@@ -297,6 +380,8 @@ class Distiller:
                     epoch_losses = losses[-self.steps_per_epoch:]
                     log.info("epoch %d/%d (step %d) mean loss %.4f", step // max(1, self.steps_per_epoch), s.epochs,
                              step, sum(epoch_losses) / len(epoch_losses))
+                    if self.validation is not None:
+                        self.validate_epoch()
                 if checkpoints is None:
                     continue
                 if step == self.total_steps:
@@ -322,6 +407,7 @@ class Distiller:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),  # fp16's loss scale and growth tracker; {} otherwise
             "cursor": {"epoch": self.epoch, "order": self.order, "position": self.position},
+            "validation": {"ranks": list(self.val_ranks), "best": self.best},  # keep best_val_rank
             "rng": {
                 "data": self.rng.getstate(),
                 "python": random.getstate(),
@@ -339,6 +425,8 @@ class Distiller:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.step, self.losses = int(state["step"]), list(state["losses"])
+        validation = state.get("validation") or {}
+        self.val_ranks, self.best = list(validation.get("ranks", [])), validation.get("best")
         cursor = state["cursor"]
         self.epoch, self.order, self.position = cursor["epoch"], cursor["order"], cursor["position"]
         rng = state["rng"]
@@ -474,9 +562,17 @@ def distill(student: str, questions_file: str | Path, runs: Sequence[str | Path]
     if missing:
         raise UMRError(f"{questions_file}: no training questions in language(s) {', '.join(missing)} "
                        f"(configured languages: {', '.join(languages)})")
+    if settings.strip_question_mark:
+        questions = strip_question_mark(questions)
     examples = load_examples(questions, runs, top_k, settings.passages_per_question)
     needed = sorted({d for ex in examples for d in ex.passages})
     passages = dict(zip(needed, corpus.get_many(needed)))
+    validation = None
+    if settings.keep == "best_val_rank":
+        examples, held_out = split_validation(examples, settings.val_questions, settings.seed)
+        validation = RankValidation(held_out, passages, settings.val_hard_negatives)
+        log.info("keep best_val_rank: %d questions held out for validation (%d passages in the pool)",
+                 len(held_out), len(validation.pool))
     encoder = DualEncoder.load(student, settings.max_length)
     dev = device_for(device)
     resolved = resolve_precision(precision, dev)
@@ -488,10 +584,16 @@ def distill(student: str, questions_file: str | Path, runs: Sequence[str | Path]
     if checkpoint_every > 0 or checkpoint_dir is not None:
         checkpoints = Checkpoints(checkpoint_dir or checkpoint_dir_for(out_dir),
                                   run_fingerprint(student, examples, passages, settings, top_k, dev, resolved))
-    losses = Distiller(encoder, examples, passages, settings, dev, resolved).train(checkpoints, checkpoint_every)
+    distiller = Distiller(encoder, examples, passages, settings, dev, resolved, validation)
+    losses = distiller.train(checkpoints, checkpoint_every)
+    meta = asdict(settings) | {"student": student, "top_k": top_k, "precision": resolved.name}
+    if validation is not None:
+        distiller.restore_best()
+        meta |= {"validation_average_rank": distiller.val_ranks, "kept_epoch": distiller.best["epoch"]}
+        log.info("keeping epoch %d of %d (validation average rank %.3f)", distiller.best["epoch"], settings.epochs,
+                 distiller.best["rank"])
     with atomic_dir(out_dir) as tmp:
         encoder.save(tmp)
-        meta = asdict(settings) | {"student": student, "top_k": top_k, "precision": resolved.name}
         (tmp / "distill_settings.json").write_text(json.dumps(meta, indent=2) + "\n")
     if checkpoints is not None:
         checkpoints.remove()
@@ -518,6 +620,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--seed", type=int, default=12345)
     p.add_argument("--negate-teacher", action="store_true", help="control: reverse the teacher's preferences")
+    p.add_argument("--grad-scale", type=float, default=1.0,
+                   help="multiply the gradients by this before clipping (the official grad-cache step: 1/8)")
+    p.add_argument("--strip-question-mark", action="store_true",
+                   help="drop a trailing '?' from the training questions (the official normalize_question)")
+    p.add_argument("--keep", choices=DistillSpec.KEEP, default="final",
+                   help="final: the last weights; best_val_rank: the epoch with the best average rank of the "
+                        "teacher's top passage on held-out training questions (the official trainer)")
+    p.add_argument("--val-questions", type=int, default=1000, help="best_val_rank: training questions held out")
+    p.add_argument("--val-hard-negatives", type=int, default=30,
+                   help="best_val_rank: reranked passages after the top one in each held-out question's pool")
     p.add_argument("--grad-cache", action="store_true")
     p.add_argument("--query-chunk-size", type=int, default=16)
     p.add_argument("--passage-chunk-size", type=int, default=8)
@@ -540,7 +652,14 @@ def _main(args: argparse.Namespace) -> None:
         in_batch_negatives=args.in_batch_negatives, epochs=args.epochs, learning_rate=args.learning_rate,
         warmup_steps=args.warmup_steps, max_grad_norm=args.max_grad_norm, max_length=args.max_length, seed=args.seed,
         negate_teacher=args.negate_teacher, grad_cache=args.grad_cache, query_chunk_size=args.query_chunk_size,
-        passage_chunk_size=args.passage_chunk_size)
+        passage_chunk_size=args.passage_chunk_size, grad_scale=args.grad_scale,
+        strip_question_mark=args.strip_question_mark, keep=args.keep,
+        val_questions=args.val_questions if args.keep == "best_val_rank" else 0,
+        val_hard_negatives=args.val_hard_negatives if args.keep == "best_val_rank" else 30)
+    if args.grad_scale <= 0:
+        raise UMRError(f"--grad-scale: must be positive, got {args.grad_scale}")
+    if args.keep == "best_val_rank" and args.val_questions < 1:
+        raise UMRError(f"--val-questions: keep best_val_rank needs at least one, got {args.val_questions}")
     if args.checkpoint_every < 0:
         raise UMRError(f"--checkpoint-every: must be 0 (off) or a number of steps, got {args.checkpoint_every}")
     checkpoint_dir = args.checkpoint_dir or checkpoint_dir_for(args.out)

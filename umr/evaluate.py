@@ -24,11 +24,16 @@
   mean over the languages that counted at least one question.
 
 **XOR-Full** (`xor_full_topk`, paper Table 7; there is no official script): a
-question is a hit at k if any answer is a raw, case-sensitive substring of the
-*text* (not title) of one of its top-k passages, matched per passage on the
-untokenized text: passages are multilingual, and the English Treebank tokenizer
-would only distort non-English text. Titles are left out as in R@kt and in DPR's
-answer check (which the UMR code base inherits). Questions are split into
+question is a hit at k if any answer is found in the *text* (not title) of one of
+its top-k passages, matched per passage. Two hit tests (`HIT_TESTS`, `--hit`):
+`substring` (the default) looks for an answer as a raw, case-sensitive substring of
+the untokenized text (passages are multilingual, and the English Treebank tokenizer
+would only distort non-English text); `dpr_has_answer` is DPR's `has_answer`
+(NFD-normalised, SimpleTokenizer words, uncased, the answer's words a contiguous run
+of the text's: whole words only, and a run of letters is one word, so an answer inside
+an unspaced Japanese sentence or a Korean word with its particle is a miss). Titles
+are left out as in R@kt and in DPR's answer check (which the UMR code base
+inherits). Questions are split into
 `english` (the id is also in the XOR-Retrieve gold file, whose answers are English
 spans; a hit counts English or target-language answers) and `target` (only
 target-language answers); `all` is their union. The yes/no filter and the
@@ -49,6 +54,7 @@ import csv
 import functools
 import json
 import statistics
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -68,6 +74,8 @@ SUBSETS = ("english", "target", "all")
 COLUMNS = ("task", "split", "lang", "subset", "metric", "value", "count")
 # The official script compares with `answer not in ["yes", "no"]`: exact and case-sensitive.
 YES_NO = frozenset({"yes", "no"})
+# XOR-Full answer-in-passage tests (`xor_full_topk`); the first is the default.
+HIT_TESTS = ("substring", "dpr_has_answer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +149,56 @@ def token_prefix(ctxs: Iterable[str], budget: int) -> list[str]:
     return out[:budget]
 
 
+@functools.cache
+def _dpr_word_pattern():
+    """The pattern of DPR's SimpleTokenizer (dpr/utils/tokenizers.py): a run of letters, marks and
+    numbers, or else any one character that is neither a separator (Z) nor a control or format
+    character (C), with its flags. Compiled on first use: `regex` is only needed for this test."""
+    import regex
+
+    return regex.compile(r"([\p{L}\p{N}\p{M}]+)|([^\p{Z}\p{C}])",
+                         flags=regex.IGNORECASE | regex.UNICODE | regex.MULTILINE)
+
+
+def dpr_words(text: str) -> list[str]:
+    """The words DPR's `has_answer` compares: SimpleTokenizer tokens of the NFD form, lower-cased."""
+    return [m.group().lower() for m in _dpr_word_pattern().finditer(unicodedata.normalize("NFD", text))]
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _dpr_key(text: str) -> str:
+    """The text's DPR words, each between single spaces (empty without words).
+
+    No word holds a space (U+0020 is a separator), so an answer's key is a substring of a
+    passage's key exactly when the answer's words are a contiguous run of the passage's: DPR's
+    sliding-window comparison, done by one substring search. An answer without words has the
+    key "", found in every text, as DPR matches an empty word list everywhere. Memoised: the same
+    passages come back for many questions and runs.
+    """
+    words = dpr_words(text)
+    return f" {' '.join(words)} " if words else ""
+
+
+def dpr_has_answer(answers: Iterable[str], text: str) -> bool:
+    """DPR's `has_answer(answers, text, SimpleTokenizer(), "string")` (dpr/data/qa_validation.py).
+
+    The text and each answer are NFD-normalised, tokenized by SimpleTokenizer and
+    lower-cased; a hit if some answer's words occur as a contiguous run of the text's words.
+    So case, NFC/NFD forms and spacing around punctuation do not matter, but a match must
+    cover whole words: "cat" is not in "concatenate", nor "東京" in "首都は東京です" (one word:
+    a run of letters). As in DPR, an answer without words (empty, blank) matches any text;
+    in `xor_full_topk` blank answers are dropped and other wordless ones match nothing.
+    """
+    key = _dpr_key(text)
+    return any(_dpr_key(answer) in key for answer in answers)
+
+
+def _check_hit(hit: str) -> str:
+    if hit not in HIT_TESTS:
+        raise ConfigError(f"hit: expected one of {', '.join(HIT_TESTS)}, got {hit!r}")
+    return hit
+
+
 def recall_metric(budget: int) -> str:
     """`R@2kt` for 2000 tokens; a budget that is not whole thousands reads `R@150t`."""
     return f"R@{budget // 1000}kt" if budget % 1000 == 0 else f"R@{budget}t"
@@ -181,14 +239,19 @@ def xor_retrieve_recall(predictions: Iterable[Prediction], gold: Mapping[str, Go
 
 def xor_full_topk(predictions: Iterable[Prediction], gold: Mapping[str, GoldQuestion],
                   english_gold: Mapping[str, GoldQuestion] | None,
-                  top_k: Sequence[int] = TOP_K) -> dict[str, Scores]:
+                  top_k: Sequence[int] = TOP_K, *, hit: str = "substring") -> dict[str, Scores]:
     """XOR-Full answer presence in the top-k passages: {subset: {metric: {lang: Tally}}}.
 
     `gold` is the XOR-Full file (target-language answers), `english_gold` the
     XOR-Retrieve file of the same split (English answers). Without
     `english_gold` the english/target split is unknown and only `all` is scored.
+    `hit` is the answer-in-passage test (`HIT_TESTS`): `substring`, a raw case-sensitive
+    substring of the passage text, or `dpr_has_answer` (see `dpr_has_answer`). Both count
+    the same questions; under `dpr_has_answer` an answer without DPR words (e.g. only
+    zero-width characters) matches nothing, as blank answers are dropped for both.
     """
     top_k = _check_positive("top_k", top_k)
+    _check_hit(hit)
     split_known = english_gold is not None
     scores = {subset: {f"Top-{k}": {} for k in top_k} for subset in (SUBSETS if split_known else ("all",))}
     for pred in predictions:
@@ -201,12 +264,18 @@ def xor_full_topk(predictions: Iterable[Prediction], gold: Mapping[str, GoldQues
             answers += span_answers(english_gold[pred.id].answers)
         if not answers:
             continue
+        if hit == "substring":
+            found = [any(a in text for a in answers) for text in pred.ctxs[:top_k[-1]]]
+        else:
+            # Each passage is tokenized once (memoised) for every k; wordless answers never count.
+            keys = [key for key in map(_dpr_key, answers) if key]
+            found = [any(key in _dpr_key(text) for key in keys) for text in pred.ctxs[:top_k[-1]]]
         for k in top_k:
-            hit = any(a in text for text in pred.ctxs[:k] for a in answers)
+            is_hit = any(found[:k])
             for name in (subset, "all") if split_known else ("all",):
                 tally = scores[name][f"Top-{k}"].setdefault(pred.lang, Tally())
                 tally.count += 1
-                tally.hits += hit
+                tally.hits += is_hit
     return scores
 
 
@@ -233,22 +302,27 @@ def _rows(task: str, split: str, subset: str, scores: Scores) -> list[dict]:
 
 def evaluate_run(task: str, split: str, gold: Mapping[str, GoldQuestion], predictions: Sequence[Prediction],
                  english_gold: Mapping[str, GoldQuestion] | None = None,
-                 budgets: Sequence[int] = BUDGETS, top_k: Sequence[int] = TOP_K) -> list[dict]:
+                 budgets: Sequence[int] = BUDGETS, top_k: Sequence[int] = TOP_K,
+                 *, hit: str = "substring") -> list[dict]:
     """Score a run's predictions; tidy rows with the columns of `COLUMNS`.
 
     xor_retrieve: metrics `R@2kt`, `R@5kt` (one per budget), subset `all`;
     xor_full: `Top-k` for each k, subsets `english`, `target`, `all` (only `all`
-    without `english_gold`). A UMRError if no question could be counted.
+    without `english_gold`), with the answer test `hit` (`HIT_TESTS`; R@kt has only its
+    own). A UMRError if no question could be counted.
     """
+    _check_hit(hit)
     if task == "xor_retrieve":
         if english_gold is not None:
             raise ConfigError("english_gold: only xor_full uses the XOR-Retrieve gold file")
+        if hit != "substring":
+            raise ConfigError(f"hit: only xor_full has a choice of hit test (R@kt is the official one), got {hit!r}")
         rows = _rows(task, split, "all", xor_retrieve_recall(predictions, gold, budgets))
     elif task == "xor_full":
         if english_gold is not None and not english_gold.keys() & gold.keys():
             log.warning("no question of the English (XOR-Retrieve) gold file is in the XOR-Full gold file: "
                         "wrong split? every question is scored as target-language only")
-        by_subset = xor_full_topk(predictions, gold, english_gold, top_k)
+        by_subset = xor_full_topk(predictions, gold, english_gold, top_k, hit=hit)
         rows = [row for subset, scores in by_subset.items() for row in _rows(task, split, subset, scores)]
     else:
         raise ConfigError(f"task: expected one of {', '.join(TASKS)}, got {task!r}")
@@ -329,6 +403,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", required=True, help="DPR TSV corpus the run's passage ids refer to")
     p.add_argument("--corpus-offsets", help="offset table of the corpus (python -m umr.corpus)")
     p.add_argument("--top-k", type=int, nargs="+", default=list(TOP_K), help="xor_full cut-offs (default: 1 5 20)")
+    p.add_argument("--hit", choices=HIT_TESTS, default=HIT_TESTS[0],
+                   help="xor_full answer test: substring = raw case-sensitive substring of the passage text "
+                        "(this pipeline's default); dpr_has_answer = DPR's has_answer (NFD-normalised, tokenised, "
+                        "uncased token-sequence match; the only top-k hit function in the official code base)")
     p.add_argument("--languages", nargs="+", help="score only gold questions of these languages")
     p.add_argument("--missing", choices=["empty", "skip"], default="empty",
                    help="gold questions absent from the run: misses (default) or ignored (official script)")
@@ -340,6 +418,8 @@ def _parser() -> argparse.ArgumentParser:
 def _main(args: argparse.Namespace) -> None:
     if args.english_gold is not None and args.task != "xor_full":
         raise ConfigError("--english-gold: only --task xor_full uses it")
+    if args.hit != HIT_TESTS[0] and args.task != "xor_full":
+        raise ConfigError("--hit: only --task xor_full has a choice of answer test")
     gold = read_gold(args.gold)
     if args.languages:
         gold = {qid: q for qid, q in gold.items() if q.lang in args.languages}
@@ -349,7 +429,7 @@ def _main(args: argparse.Namespace) -> None:
     run = merge_runs(args.run)
     with Corpus(args.corpus, args.corpus_offsets, source=args.run) as corpus:
         predictions = build_predictions(gold, run, corpus, args.missing)
-    rows = evaluate_run(args.task, args.split, gold, predictions, english_gold, top_k=args.top_k)
+    rows = evaluate_run(args.task, args.split, gold, predictions, english_gold, top_k=args.top_k, hit=args.hit)
     if args.predictions_out:
         write_predictions(args.predictions_out, predictions)
     write_rows(args.out, rows)

@@ -7,7 +7,8 @@ how it was made and iteration = depth:
         index/ runs/ eval/
         rr-<reranker>_<template>_<aggregation>_k<K>/      its top-K reranked by an LM
             runs/ eval/
-            kd-t<τ>_b<b>_n<n>_<ibn|noibn>_e<E>_lr<lr>_w<W>_g<G>_s<seed>/   distilled: iteration 1
+            kd-t<τ>_b<b>_n<n>_<ibn|noibn>_e<E>_lr<lr>_w<W>_g<G>_s<seed>[_gs<scale>][_sq][_best-v<V>-h<H>]/
+                                                              distilled: iteration 1
                 retriever/ index/ runs/ eval/ rr-.../kd-.../      iteration 2 ...
 
 The mGenQ baseline (`umr.baselines.mgenq`) hangs off a retriever node too, the
@@ -61,6 +62,9 @@ class RerankSpec:
 
 @dataclass(frozen=True)
 class DistillSpec:
+    """Distillation settings. The last four select official-code behaviours (docs/deviations.md);
+    at their defaults they add nothing to the tag, so older paths keep their names."""
+
     temperature: float = 0.1
     batch_size: int = 16
     passages_per_question: int = 16
@@ -71,24 +75,45 @@ class DistillSpec:
     max_grad_norm: float = 2.0
     seed: int = 12345
     negate_teacher: bool = False
+    grad_scale: float = 1.0  # gradients multiplied by this before clipping (official grad cache: 1/8)
+    strip_question_mark: bool = False  # training questions lose a trailing "?" (official normalize_question)
+    keep: str = "final"  # or "best_val_rank": the epoch's weights with the best unsupervised validation rank
+    val_questions: int = 0  # best_val_rank: training questions held out for validation
+    val_hard_negatives: int = 30  # best_val_rank: reranked passages after the teacher's top one
 
+    KEEP = ("final", "best_val_rank")
     PREFIX = "kd-"
     _F = r"[0-9.e+\-]+"
-    PATTERN = re.compile(rf"kd-t({_F})_b([0-9]+)_n([0-9]+)_(ibn|noibn)_e([0-9]+)_lr({_F})_w([0-9]+)_g({_F})_s([0-9]+)(_neg)?")
+    PATTERN = re.compile(rf"kd-t({_F})_b([0-9]+)_n([0-9]+)_(ibn|noibn)_e([0-9]+)_lr({_F})_w([0-9]+)_g({_F})_s([0-9]+)"
+                         rf"(?:_gs({_F}))?(_sq)?(?:_best-v([0-9]+)-h([0-9]+))?(_neg)?")
+
+    def __post_init__(self):
+        if self.keep not in self.KEEP:
+            raise ValueError(f"keep must be one of {', '.join(self.KEEP)}, got {self.keep!r}")
 
     @property
     def tag(self) -> str:
-        return (f"kd-t{_num(self.temperature)}_b{self.batch_size}_n{self.passages_per_question}_"
-                f"{'ibn' if self.in_batch_negatives else 'noibn'}_e{self.epochs}_lr{_num(self.learning_rate)}_"
-                f"w{self.warmup_steps}_g{_num(self.max_grad_norm)}_s{self.seed}{'_neg' if self.negate_teacher else ''}")
+        tag = (f"kd-t{_num(self.temperature)}_b{self.batch_size}_n{self.passages_per_question}_"
+               f"{'ibn' if self.in_batch_negatives else 'noibn'}_e{self.epochs}_lr{_num(self.learning_rate)}_"
+               f"w{self.warmup_steps}_g{_num(self.max_grad_norm)}_s{self.seed}")
+        if self.grad_scale != 1.0:
+            tag += f"_gs{_num(self.grad_scale)}"
+        if self.strip_question_mark:
+            tag += "_sq"
+        if self.keep == "best_val_rank":
+            tag += f"_best-v{self.val_questions}-h{self.val_hard_negatives}"
+        return tag + ("_neg" if self.negate_teacher else "")
 
     @classmethod
     def parse(cls, tag: str) -> "DistillSpec":
         m = cls.PATTERN.fullmatch(tag)
         if not m:
             raise ValueError(f"not a distillation tag: {tag!r}")
-        t, b, n, ibn, e, lr, w, g, s, neg = m.groups()
-        return cls(float(t), int(b), int(n), ibn == "ibn", int(e), float(lr), int(w), float(g), int(s), neg is not None)
+        t, b, n, ibn, e, lr, w, g, s, gs, sq, vq, vh, neg = m.groups()
+        best = {"keep": "best_val_rank", "val_questions": int(vq),
+                "val_hard_negatives": int(vh)} if vq is not None else {}
+        return cls(float(t), int(b), int(n), ibn == "ibn", int(e), float(lr), int(w), float(g), int(s), neg is not None,
+                   grad_scale=float(gs) if gs is not None else 1.0, strip_question_mark=sq is not None, **best)
 
 
 @dataclass(frozen=True)

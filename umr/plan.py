@@ -35,8 +35,14 @@ def report_rerank(config: dict) -> RerankSpec:
 
 def default_distill(config: dict, **changes) -> DistillSpec:
     d = config["umr"]["distill"]
+    # The validation settings only exist for keep: best_val_rank (with keep: final they change nothing).
+    v = d["validation"]
+    validation = ({"val_questions": v["questions"], "val_hard_negatives": v["hard_negatives"]}
+                  if d["keep"] == "best_val_rank" else {})
     spec = DistillSpec(d["temperature"], d["batch_size"], d["passages_per_question"], d["in_batch_negatives"],
-                       d["epochs"], d["learning_rate"], d["warmup_steps"], d["max_grad_norm"], d["seed"])
+                       d["epochs"], d["learning_rate"], d["warmup_steps"], d["max_grad_norm"], d["seed"],
+                       grad_scale=d["grad_scale"], strip_question_mark=d["strip_question_mark"], keep=d["keep"],
+                       **validation)
     return DistillSpec(**{**spec.__dict__, **changes}) if changes else spec
 
 
@@ -97,6 +103,28 @@ def ablation_only_evaluations(config: dict) -> list[Evaluation]:
     return [e for e in ablation_evaluations(config) if e not in main]
 
 
+def _tasks(config: dict, tasks: list[str] | None) -> list[str]:
+    """A per-task switch: its tasks (those of umr.tasks), or every task for null."""
+    return list(config["umr"]["tasks"]) if tasks is None else [t for t in config["umr"]["tasks"] if t in tasks]
+
+
+def bm25_tasks(config: dict) -> list[str]:
+    """Tasks with a BM25 row (baselines.bm25.enabled, .tasks)."""
+    b = config["baselines"]["bm25"]
+    return _tasks(config, b["tasks"]) if b["enabled"] else []
+
+
+def mgenq_tasks(config: dict) -> list[str]:
+    """Tasks with an mGenQ row (baselines.mgenq.enabled, .tasks)."""
+    m = config["baselines"]["mgenq"]
+    return _tasks(config, m["tasks"]) if m["enabled"] else []
+
+
+def last_rerank_tasks(config: dict) -> list[str]:
+    """Tasks with a "UMR (last iteration) + rerank" row (umr.rerank.last_iteration_tasks)."""
+    return _tasks(config, config["umr"]["rerank"]["last_iteration_tasks"])
+
+
 def main_evaluations(config: dict) -> list[Evaluation]:
     """The method and its baselines (the default target `all`): the UMR chain, its reranked
     rows, the negated-teacher control, BM25 and mGenQ, per task and evaluation split."""
@@ -105,13 +133,15 @@ def main_evaluations(config: dict) -> list[Evaluation]:
     for task in config["umr"]["tasks"]:
         chain = umr_chain(config)
         nodes = [n.path for n in chain]
-        # The paper's reranking rows: the initial retriever and the last iteration, reranked.
-        nodes += [chain[0].reranked(reported), chain[-1].reranked(reported)]
+        # The paper's reranking rows: the initial retriever and (Table 3) the last iteration, reranked.
+        nodes.append(chain[0].reranked(reported))
+        if task in last_rerank_tasks(config):
+            nodes.append(chain[-1].reranked(reported))
         if config["umr"]["control_negated_teacher"]:
             nodes.append(chain[0].child(rerank, default_distill(config, negate_teacher=True)).path)
-        if config["baselines"]["bm25"]["enabled"]:
+        if task in bm25_tasks(config):
             nodes.append(BM25_NODE)
-        if config["baselines"]["mgenq"]["enabled"]:
+        if task in mgenq_tasks(config):
             nodes.append(mgenq_node(config).path)
         for split in config["eval_splits"]:
             out.extend(Evaluation(task, node, split) for node in dict.fromkeys(nodes))

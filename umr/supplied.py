@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Sequence
 
 from umr.errors import InputFileError, UMRError
-from umr.evaluate import TASKS, Prediction, build_predictions, evaluate_run, merge_runs, write_rows
+from umr.evaluate import HIT_TESTS, TASKS, Prediction, build_predictions, evaluate_run, merge_runs, write_rows
 from umr.io import log, run_cli
 from umr.records import GoldQuestion, read_gold
 
@@ -87,7 +87,7 @@ def read_prediction_json(paths: Sequence[str | Path], gold: dict[str, GoldQuesti
 def score(task: str, split: str, gold_path: str | Path, runs: Sequence[str | Path], out: str | Path,
           english_gold_path: str | Path | None = None, corpus: str | Path | None = None,
           corpus_offsets: str | Path | None = None, languages: Sequence[str] | None = None,
-          missing: str = "empty") -> list[dict]:
+          missing: str = "empty", hit: str = "substring") -> list[dict]:
     """Score a supplied run; writes and returns `umr.evaluate` rows."""
     gold = read_gold(gold_path)
     if languages:
@@ -102,7 +102,7 @@ def score(task: str, split: str, gold_path: str | Path, runs: Sequence[str | Pat
 
         with Corpus(corpus, corpus_offsets, source=runs) as c:
             predictions = build_predictions(gold, merge_runs(runs), c, missing)
-    rows = evaluate_run(task, split, gold, predictions, english_gold)
+    rows = evaluate_run(task, split, gold, predictions, english_gold, hit=hit)
     write_rows(out, rows)
     return rows
 
@@ -120,13 +120,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--languages", nargs="+")
     p.add_argument("--missing", choices=["empty", "skip"], default="empty",
                    help="gold questions absent from the run: misses (default, as for our runs) or ignored")
+    p.add_argument("--hit", choices=HIT_TESTS, default="substring",
+                   help="xor_full only: the top-k hit test, as python -m umr.evaluate --hit")
     p.add_argument("--out", required=True)
     return p
 
 
 def _main(args: argparse.Namespace) -> None:
     rows = score(args.task, args.split, args.gold, args.run, args.out, args.english_gold, args.corpus,
-                 args.corpus_offsets, args.languages, args.missing)
+                 args.corpus_offsets, args.languages, args.missing, args.hit)
     for row in rows:
         if row["lang"] == "avg":
             log.info("%s %s %s: %.2f (%d questions)", row["task"], row["subset"], row["metric"], row["value"],
