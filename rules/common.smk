@@ -11,6 +11,7 @@ from umr import report as report_paths
 from umr.lineage import (BM25_NODE, CONTRASTIVE_TAG, GENQ_TAG, NAME, RETRIEVER_NODE, UMR_NODE, ContrastiveSpec,
                          DistillSpec, GenQSpec, Node, RerankSpec, score_cache_sources)
 from umr.cost import CostModel, memory_function, runtime_function
+from umr.slurm_names import install as install_short_slurm_log_names
 from umr.plan import (ablation_only_evaluations, default_distill, default_genq, default_rerank, main_evaluations,
                       planned_reranks, report_rerank)
 
@@ -24,6 +25,11 @@ os.environ.update(
     # param would rerun every distill job); `python -m umr.distill` reads it from here.
     UMR_CHECKPOINT_EVERY=str(config["umr"]["distill"]["checkpoint_every"]),
 )
+
+# SLURM log directories are named after a job's wildcards, whole lineage paths included: the
+# submitting process shortens names over 200 bytes (a name over 255 fails the submission).
+if workflow.is_main_process:
+    install_short_slurm_log_names()
 
 TASKS = ("xor_retrieve", "xor_full")
 SPLITS = ("train", "dev")
