@@ -150,3 +150,25 @@ def test_report_bad_device_is_one_line():
     done = subprocess.run([sys.executable, "-m", "umr.cost", "--gpu", "tpu"], cwd=REPO, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 1 and done.stderr.strip().startswith("error: unknown device 'tpu'"), done.stderr
+
+
+def test_calibration_counts_only_the_pairs_a_rerank_job_scored(tmp_path):
+    """A rerank job whose log says it took 3 of 4 pairs from the score cache is predicted start-up plus a
+    quarter of the full estimate's work; a job without that line, the full estimate."""
+    from umr.cost import calibration
+
+    config = load_config([])
+    node = tmp_path / "xor_retrieve" / "mcontriever" / "rr-mt5_official_mean_k10"
+    for name, log in (("rerank.dev.fi.chunk-0-of-1", "umr: 125 pairs to score, 375 reused from earlier reranking\n"),
+                      ("rerank.dev.ja.chunk-0-of-1", None)):
+        (node / "benchmarks").mkdir(parents=True, exist_ok=True)
+        (node / "benchmarks" / f"{name}.tsv").write_text("s\th:m:s\n10.0\t0:00:10\n")
+        if log:
+            (node / "logs").mkdir(exist_ok=True)
+            (node / "logs" / f"{name}.log").write_text(log)
+    model = CostModel(config, Device.named("cpu"))
+    wc = {"task": "xor_retrieve", "rtag": "rr-mt5_official_mean_k10", "split": "dev", "chunk": "0", "chunks": "1"}
+    full, startup = model.estimate("rerank", wc).seconds, model.cpu.startup_s
+    row = calibration(tmp_path, config)["rerank"]
+    assert row["jobs"] == 2 and row["measured_s"] == 20.0
+    assert row["predicted_s"] == pytest.approx(full + startup + (full - startup) / 4)

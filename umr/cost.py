@@ -634,8 +634,23 @@ _BENCHMARK = re.compile(
     r"(?P<task>xor_retrieve|xor_full)/(?P<path>.*)/benchmarks/(?P<file>[^/]+)\.tsv$")
 
 
-def benchmark_jobs(results_dir: str | Path) -> list[tuple[str, dict[str, str], float]]:
-    """(rule, wildcards, measured seconds) of every GPU-rule benchmark file of a run's results."""
+_RERANK_LOG = re.compile(r"(\d+) pairs to score, (\d+) reused from earlier reranking")
+
+
+def _scored_fraction(log: Path) -> float:
+    """The share of a rerank job's pairs it scored itself (its log's count line; 1 without one)."""
+    try:
+        m = _RERANK_LOG.search(log.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return 1.0
+    if not m:
+        return 1.0
+    scored, reused = int(m.group(1)), int(m.group(2))
+    return scored / (scored + reused) if scored + reused else 1.0
+
+
+def benchmark_jobs(results_dir: str | Path, with_logs: bool = False) -> list[tuple]:
+    """(rule, wildcards, measured seconds[, the job's log]) of every GPU-rule benchmark file of a run's results."""
     out = []
     for path in sorted(Path(results_dir).rglob("benchmarks/*.tsv")):
         m = _BENCHMARK.search(path.as_posix())
@@ -664,7 +679,9 @@ def benchmark_jobs(results_dir: str | Path) -> list[tuple[str, dict[str, str], f
         with open(path, encoding="utf-8") as f:
             f.readline()
             seconds = float(f.readline().split("\t")[0])
-        out.append((rule, wc, seconds))
+        # each rule's log sits beside its benchmark file: <node>/logs/<name>.log
+        out.append((rule, wc, seconds, path.parent.parent / "logs" / f"{name}.log") if with_logs
+                   else (rule, wc, seconds))
     return out
 
 
@@ -672,10 +689,17 @@ def calibration(results_dir: str | Path, config: Mapping) -> dict[str, dict[str,
     """Per stage: jobs, predicted and measured seconds (summed) of a local run's benchmark files."""
     model = CostModel(config, Device.named("cpu"))
     stages: dict[str, dict[str, float]] = {}
-    for rule, wc, seconds in benchmark_jobs(results_dir):
+    for rule, wc, seconds, log in benchmark_jobs(results_dir, with_logs=True):
         row = stages.setdefault(rule, {"jobs": 0, "predicted_s": 0.0, "measured_s": 0.0})
         row["jobs"] += 1
-        row["predicted_s"] += model.estimate(rule, wc).seconds
+        predicted = model.estimate(rule, wc).seconds
+        if rule == "rerank":
+            # The estimate scores every pair (what a request must cover); a run scores only the pairs
+            # no earlier reranking scored (the score cache, on the toy most of the later ones): compare
+            # like with like, the start-up plus the work of the pairs this job scored.
+            startup = model._device().startup_s
+            predicted = startup + (predicted - startup) * _scored_fraction(log)
+        row["predicted_s"] += predicted
         row["measured_s"] += seconds
     for row in stages.values():
         row["ratio"] = row["predicted_s"] / row["measured_s"]
