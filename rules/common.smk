@@ -13,7 +13,7 @@ from umr.lineage import (BM25_NODE, CONTRASTIVE_TAG, GENQ_TAG, NAME, RETRIEVER_N
 from umr.cost import CostModel, memory_function, runtime_function
 from umr.slurm_names import install as install_short_slurm_log_names
 from umr.plan import (ablation_only_evaluations, default_distill, default_genq, default_rerank, main_evaluations,
-                      planned_reranks, report_rerank)
+                      mgenq_count_task, planned_reranks, report_rerank)
 
 # Stages run as `python -m umr.<stage>`. `python` is the interpreter running Snakemake
 # (its venv's bin first on PATH) unless `--sdm conda` activates a rule's env, and
@@ -84,8 +84,7 @@ def task_train_questions(wildcards):
 
 def genq_count_questions(wildcards):
     """The training questions whose number per language mGenQ generates (baselines.mgenq.count_from)."""
-    source = config["baselines"]["mgenq"]["count_from"]
-    return questions_file(wildcards.task if source == "task" else source, "train")
+    return questions_file(mgenq_count_task(config, wildcards.task), "train")
 
 
 def task_corpus(wildcards):

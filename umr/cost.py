@@ -39,6 +39,7 @@ import yaml
 from umr.errors import ConfigError, UMRError
 from umr.io import log, run_cli
 from umr.lineage import ContrastiveSpec, DistillSpec, GenQSpec, RerankSpec
+from umr.plan import mgenq_count_task
 
 DATA_FILE = Path(__file__).with_name("resources") / "cost.yaml"
 GPU_RULES = ("encode_corpus", "rerank", "distill", "generate_questions", "train_mgenq")
@@ -369,8 +370,7 @@ class CostModel:
                        flops=estimate.flops + flops, seconds=estimate.seconds + self._gpu_seconds(flops, precision))
 
     def _genq_count(self, task: str) -> int:
-        source = self.config["baselines"]["mgenq"]["count_from"]
-        return self.sizes.questions[task if source == "task" else source]["train"]
+        return self.sizes.questions[mgenq_count_task(self.config, task)]["train"]
 
     def _generate_questions(self, wc) -> Estimate:
         spec = GenQSpec.parse(wc["gtag"])
@@ -649,8 +649,8 @@ def _scored_fraction(log: Path) -> float:
     return scored / (scored + reused) if scored + reused else 1.0
 
 
-def benchmark_jobs(results_dir: str | Path, with_logs: bool = False) -> list[tuple]:
-    """(rule, wildcards, measured seconds[, the job's log]) of every GPU-rule benchmark file of a run's results."""
+def benchmark_jobs(results_dir: str | Path) -> list[tuple[str, dict[str, str], float, Path]]:
+    """(rule, wildcards, measured seconds, the job's log) of every GPU-rule benchmark file of a run's results."""
     out = []
     for path in sorted(Path(results_dir).rglob("benchmarks/*.tsv")):
         m = _BENCHMARK.search(path.as_posix())
@@ -680,8 +680,7 @@ def benchmark_jobs(results_dir: str | Path, with_logs: bool = False) -> list[tup
             f.readline()
             seconds = float(f.readline().split("\t")[0])
         # each rule's log sits beside its benchmark file: <node>/logs/<name>.log
-        out.append((rule, wc, seconds, path.parent.parent / "logs" / f"{name}.log") if with_logs
-                   else (rule, wc, seconds))
+        out.append((rule, wc, seconds, path.parent.parent / "logs" / f"{name}.log"))
     return out
 
 
@@ -689,7 +688,7 @@ def calibration(results_dir: str | Path, config: Mapping) -> dict[str, dict[str,
     """Per stage: jobs, predicted and measured seconds (summed) of a local run's benchmark files."""
     model = CostModel(config, Device.named("cpu"))
     stages: dict[str, dict[str, float]] = {}
-    for rule, wc, seconds, log in benchmark_jobs(results_dir, with_logs=True):
+    for rule, wc, seconds, log in benchmark_jobs(results_dir):
         row = stages.setdefault(rule, {"jobs": 0, "predicted_s": 0.0, "measured_s": 0.0})
         row["jobs"] += 1
         predicted = model.estimate(rule, wc).seconds

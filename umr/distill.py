@@ -307,9 +307,8 @@ class Distiller:
         self.val_ranks.append(rank)
         epoch = len(self.val_ranks)
         if self.best is None or rank < self.best["rank"]:
-            self.best = {"epoch": epoch, "rank": rank,
-                         "query_model": {k: v.detach().cpu().clone() for k, v in enc.query_model.state_dict().items()},
-                         "passage_model": {k: v.detach().cpu().clone() for k, v in enc.passage_model.state_dict().items()}}
+            self.best = {"epoch": epoch, "rank": rank, "query_model": _cpu_copy(enc.query_model),
+                         "passage_model": _cpu_copy(enc.passage_model)}
         log.info("epoch %d: validation average rank %.3f (best: epoch %d, %.3f)", epoch, rank, self.best["epoch"],
                  self.best["rank"])
 
@@ -438,6 +437,11 @@ class Distiller:
         elif rng["cuda"] is not None:
             log.warning("checkpoint has CUDA RNG states but no GPU is visible: dropout on CPU will differ from "
                         "an uninterrupted GPU run")
+
+
+def _cpu_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A model's weights copied to the CPU (kept while training moves on)."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
 def signal_name(signum: int) -> str:

@@ -120,6 +120,12 @@ def mgenq_tasks(config: dict) -> list[str]:
     return _tasks(config, m["tasks"]) if m["enabled"] else []
 
 
+def mgenq_count_task(config: dict, task: str) -> str:
+    """The task whose training questions set mGenQ's count per language (baselines.mgenq.count_from)."""
+    source = config["baselines"]["mgenq"]["count_from"]
+    return task if source == "task" else source
+
+
 def last_rerank_tasks(config: dict) -> list[str]:
     """Tasks with a "UMR (last iteration) + rerank" row (umr.rerank.last_iteration_tasks)."""
     return _tasks(config, config["umr"]["rerank"]["last_iteration_tasks"])
