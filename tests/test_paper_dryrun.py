@@ -80,6 +80,7 @@ def expected_counts(cfg: dict) -> Counter:
     assert ab["mode"] == "one_at_a_time", "the arithmetic below covers the paper's one-at-a-time grids"
     assert not ab["rerank_top_k"] and not ab["reranker"] and set(ab["iterations"]) <= {iters}, \
         "reranking / iteration grids: extend the arithmetic"
+    assert set(ab["seeds"]) <= {cfg["umr"]["distill"]["seed"]}, "seed replicates: extend the arithmetic"
     distill_defaults = {"temperature": cfg["umr"]["distill"]["temperature"],
                         "batch_size": cfg["umr"]["distill"]["batch_size"],
                         "in_batch_negatives": cfg["umr"]["distill"]["in_batch_negatives"],
@@ -127,8 +128,8 @@ def expected_counts(cfg: dict) -> Counter:
     c["fetch_model"] = len(hub)
     c["metrics"] = c["all"] = c["ablations"] = 1
     c["metrics_ablations"] = int(variants > 0)
-    for table in TABLES:
-        c[f"table_{table}"] = 1
+    for table in TABLES:  # the seeds table only with several seeds
+        c[f"table_{table}"] = int(table != "seeds")
     for plot in default_plots(cfg):
         c[f"plot_{plot}"] = 1
     return +c

@@ -12,6 +12,10 @@ and reranking, and a variant that equals the default *is* the main chain's node.
   (or 1) and is scored at every iteration.
 - ``iterations`` (both modes, default settings): the main chain extended to N.
 
+- ``seeds`` (every mode): each variant, and the main chain, is trained once per
+  distillation seed (`umr.seeds`); the slices show the first seed's nodes and
+  `Ablations.replicas` gives each one's replicates, which the tables and plots summarise.
+
 The default value of every knob is always part of its values, so each knob's slice
 through the defaults (what its table and plot show) exists in both modes. Values
 a configuration cannot run are left out with a reason (`Ablations.skipped`), which
@@ -27,6 +31,7 @@ from typing import Any
 from umr.errors import ConfigError
 from umr.lineage import DistillSpec, Node, RerankSpec
 from umr.plan import Evaluation, default_distill, default_rerank, umr_chain
+from umr.seeds import distill_seeds, with_seed
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ class Variant:
     settings: tuple[tuple[str, Any], ...]  # (knob, value) for every setting knob, defaults included
     changed: tuple[str, ...]  # knobs whose value differs from the default
     feeds: tuple[str, ...] = ()  # table ids and "plot:<id>"
+    seed: int | None = None  # distillation seed (ablations.seeds; umr.distill.seed for the first replicate)
 
     def value(self, knob: str) -> Any:
         return dict(self.settings)[knob]
@@ -75,12 +81,26 @@ class Ablations:
     variants: tuple[Variant, ...]
     reference: tuple[Evaluation, ...]  # the initial retriever on the ablation task (the plots' dashed line)
     skipped: dict[str, tuple[tuple[Any, str], ...]] = field(default_factory=dict)  # knob -> (value, reason)
+    seeds: tuple[int, ...] = ()  # distillation seeds, umr.distill.seed first (umr.seeds)
+
+    def primary(self) -> tuple[Variant, ...]:
+        """The variants trained with the first seed (one per setting, iteration and split)."""
+        return tuple(v for v in self.variants if v.seed == self.seeds[0])
+
+    def replicas(self, variant: Variant) -> tuple[Evaluation, ...]:
+        """`variant` under every seed, in seed order; () with a single seed."""
+        if len(self.seeds) < 2:
+            return ()
+        same = {v.seed: v.evaluation for v in self.variants if v.iteration == variant.iteration
+                and v.settings == variant.settings and v.evaluation.split == variant.evaluation.split}
+        return tuple(same[s] for s in self.seeds if s in same)
 
     def slice(self, knob: str, split: str | None = None) -> list[Variant]:
-        """Variants that change only `knob` (plus its default), at iteration 1 (iterations: every depth)."""
+        """Variants that change only `knob` (plus its default), at iteration 1 (iterations: every depth),
+        trained with the first seed (`replicas` gives the others)."""
         split = split or self.splits[0]
         out = []
-        for v in self.variants:
+        for v in self.primary():
             if v.evaluation.split != split:
                 continue
             if knob == "iterations":
@@ -166,6 +186,7 @@ def plan(config: dict) -> Ablations:
     section = config.get("ablations", {})
     mode, task = section.get("mode", "one_at_a_time"), section.get("task", "xor_retrieve")
     splits = tuple(config["eval_splits"])
+    seeds = distill_seeds(config)
     defaults = _defaults(config)
     values = _values(config, defaults)
     _check_rerankers(config, values["reranker"])
@@ -194,7 +215,7 @@ def plan(config: dict) -> Ablations:
         for split in splits:
             e = Evaluation(task, node.path, split)
             v = Variant(e, node.iteration, tuple((k.name, settings[k.name]) for k in SETTING_KNOBS), changed,
-                        _feeds(changed, node.iteration))
+                        _feeds(changed, node.iteration), seed=node.steps[-1][1].seed)
             if e in variants:  # the same node reached twice (e.g. a default value): merge what it feeds
                 v = replace(v, feeds=tuple(dict.fromkeys(variants[e].feeds + v.feeds)))
             variants[e] = v
@@ -207,27 +228,30 @@ def plan(config: dict) -> Ablations:
                 knob, value, reason = problem
                 skipped.setdefault(knob, {})[value] = reason
                 continue
-            node = root
-            for _ in range(depth):
-                node = node.child(rerank, distill)
-                add(node, settings)
+            for seed in seeds:
+                node = root
+                for _ in range(depth):
+                    node = node.child(rerank, replace(distill, seed=seed))
+                    add(node, settings)
 
-    # The main chain, extended to the longest `iterations` value, scored at every iteration.
+    # The main chain, extended to the longest `iterations` value, scored at every iteration (and seed).
     chain_settings = {k.name: defaults[k.name] for k in SETTING_KNOBS}
     longest = max(values["iterations"])
     extended = umr_chain({**config, "umr": {**config["umr"], "iterations": longest}})
-    for node in extended[1:]:
-        add(node, chain_settings)
+    for seed in seeds:
+        for node in extended[1:]:
+            add(with_seed(node, seed), chain_settings)
     for e in list(variants):
         if not variants[e].changed:
             variants[e] = replace(variants[e], feeds=tuple(dict.fromkeys(variants[e].feeds + ("plot:iterations",))))
     return Ablations(mode, task, splits, values, defaults, tuple(variants.values()), reference,
-                     {k: tuple(v.items()) for k, v in skipped.items()})
+                     {k: tuple(v.items()) for k, v in skipped.items()}, seeds)
 
 
 def evaluations(config: dict) -> list[Evaluation]:
-    """Extra evaluations the ablation grids need (the initial retriever's reference included)."""
-    if config.get("ablations", {}).get("mode", "one_at_a_time") == "none":
-        return []
+    """Extra evaluations the ablation grids need (the initial retriever's reference included);
+    with mode none, only the main chain's seed replicates (if ablations.seeds has several)."""
     a = plan(config)
+    if a.mode == "none" and len(a.seeds) < 2:
+        return []
     return list(dict.fromkeys([*a.reference, *(v.evaluation for v in a.variants)]))

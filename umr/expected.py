@@ -167,22 +167,25 @@ def _scalar(value: str):
 def conditions_from_metrics(metric_rows: Iterable[dict], langs: Iterable[str] = ("avg",), digits: int = 2) -> list[Condition]:
     """Every (system, variant, iteration, task, split, subset) group of a metrics.csv as a condition."""
     groups: dict[tuple, dict] = {}
-    nodes: dict[tuple, set] = {}
+    seeds: dict[str, str] = {}  # node -> its distillation seed column
     langs = tuple(langs)
     for r in metric_rows:
         if r["lang"] not in langs:
             continue
         key = tuple(r[c] for c in GROUP_COLUMNS) + (r["lang"],)
-        nodes.setdefault(key, set()).add(r["node"])
+        seeds[r["node"]] = r.get("seed", "")
         groups.setdefault(key, {}).setdefault(r["node"], {})[r["metric"]] = round(float(r["value"]), digits)
     conditions = []
     for key, by_node in groups.items():
         system, variant, iteration, task, split, subset, lang = key
+        # Seed replicates share a description and differ in their seed: name the seed, else the node.
+        by_seed = len({seeds[n] for n in by_node}) == len(by_node) and all(seeds[n] != "" for n in by_node)
         for node, scores in by_node.items():
             match = {"system": system, "variant": variant, "iteration": _scalar(iteration), "task": task, "split": split}
-            if len(by_node) > 1:  # two nodes with the same description: name the node
-                match["node"] = node
+            if len(by_node) > 1:
+                match |= {"seed": _scalar(seeds[node])} if by_seed else {"node": node}
             suffix = "" if variant == "default" else f" [{variant}]"
+            suffix += f" seed={seeds[node]}" if "seed" in match else ""
             name = f"{system} (iter={iteration}){suffix}" if system.startswith("UMR") else f"{system}{suffix}"
             conditions.append(Condition(name, match, scores, lang=lang, subset=subset))
     return conditions

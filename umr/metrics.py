@@ -93,8 +93,9 @@ def describe(task_relative: str, display: dict[str, str], default_rerank: Rerank
         if reference and r != reference:
             changes += [f"{k}={v}" for k, v in asdict(r).items() if getattr(reference, k) != v]
         if default_distill and d is not None:
+            # The seed is a replicate, not a variant (umr.seeds): it has its own column.
             changes += [f"{k}={v}" for k, v in asdict(d).items()
-                        if getattr(default_distill, k) != v and k != "negate_teacher"]
+                        if getattr(default_distill, k) != v and k not in ("negate_teacher", "seed")]
     variant = "; ".join(dict.fromkeys(changes)) or "default"
     return {"system": system, "variant": variant, "iteration": node.iteration, "reranked": bool(final_rerank), **row}
 

@@ -92,15 +92,38 @@ def evaluations(config: dict) -> list[Evaluation]:
     """Every run the configuration reports, main lineage first."""
     from umr.ablations import evaluations as ablation_evaluations  # imports this module
 
-    return list(dict.fromkeys(main_evaluations(config) + ablation_evaluations(config)))
+    return list(dict.fromkeys(main_evaluations(config) + ablation_evaluations(config) + seed_evaluations(config)))
 
 
 def ablation_only_evaluations(config: dict) -> list[Evaluation]:
-    """The runs only the ablation grids need (the `ablations` target; the rest is `all`'s)."""
+    """The runs only the ablation grids and the seed replicates need (the `ablations` target;
+    the rest is `all`'s)."""
     from umr.ablations import evaluations as ablation_evaluations
 
     main = set(main_evaluations(config))
-    return [e for e in ablation_evaluations(config) if e not in main]
+    return [e for e in dict.fromkeys(ablation_evaluations(config) + seed_evaluations(config)) if e not in main]
+
+
+SEEDS_TASK = "xor_retrieve"  # the seeds table replicates Table 3's rows
+
+
+def seed_evaluations(config: dict) -> list[Evaluation]:
+    """Table 3's distilled rows (UMR at each iteration, its "+ rerank") under every seed of
+    ablations.seeds (umr.seeds), for the seeds table; [] with a single seed. The negated-teacher
+    control and the baselines are not replicated: the first is a sanity check, the second do
+    not depend on the distillation seed."""
+    from umr.seeds import distill_seeds, lineage_node, replicate_path
+
+    seeds = distill_seeds(config)
+    if len(seeds) < 2:
+        return []
+    out = []
+    for e in main_evaluations(config):
+        parsed = lineage_node(e.node) if e.task == SEEDS_TASK else None
+        if parsed is None or any(d.negate_teacher for _, d in parsed[0].steps):
+            continue
+        out += [Evaluation(e.task, path, e.split) for path in replicate_path(e.node, seeds)]
+    return list(dict.fromkeys(out))
 
 
 def _tasks(config: dict, tasks: list[str] | None) -> list[str]:

@@ -23,6 +23,7 @@ from umr.errors import UMRError
 from umr.io import atomic_file, log, run_cli
 from umr.languages import language_name
 from umr.plan import Evaluation
+from umr.seeds import Stat
 
 PLOTS = {  # plot id -> (knob, x-axis label, x scale)
     "temperature": ("temperature", "Teacher temperature τ (log scale)", "log"),
@@ -52,6 +53,9 @@ class PlotSpec:
     default: str  # x of the default setting
     metrics: tuple[str, ...] = METRICS["xor_retrieve"]
     notes: tuple[str, ...] = ()
+    # Per point, its node under every distillation seed (ablations.seeds), or () for one run. The
+    # iteration plot has none: it is the default target's, which trains one seed.
+    replicas: tuple[tuple[str, ...], ...] = ()
     evaluations: tuple[Evaluation, ...] = field(default=(), compare=False)
 
     def to_json(self) -> str:
@@ -63,6 +67,7 @@ class PlotSpec:
     def from_json(cls, text: str) -> "PlotSpec":
         data = json.loads(text)
         data["points"] = tuple(tuple(p) for p in data["points"])
+        data["replicas"] = tuple(tuple(r) for r in data["replicas"])
         for key in ("languages", "metrics", "notes"):
             data[key] = tuple(data[key])
         return cls(**data)
@@ -82,21 +87,27 @@ def plot_spec(config: dict, plot_id: str) -> PlotSpec:
     reference = plan.reference[0]
     models = config["models"]
     initial = models.get(reference.node, {}).get("display", reference.node)
+    replicas: tuple[tuple[str, ...], ...] = ()
     if knob == "iterations":
         points = [("0", reference.node)] + [(str(v.iteration), v.evaluation.node) for v in plan.slice(knob, split)]
         default = str(plan.defaults["iterations"])
     else:
         points = [(_x(v.value(knob)), v.evaluation.node) for v in plan.slice(knob, split)]
         default = _x(plan.defaults[knob])
+        if len(plan.seeds) > 1:
+            replicas = tuple(tuple(e.node for e in plan.replicas(v)) for v in plan.slice(knob, split))
     if knob == "reranker":
         points = [(models[name].get("display", name) if name in models else name, node) for name, node in points]
         default = models.get(default, {}).get("display", default)
     notes = tuple(f"not run: {knob} = {value} ({reason})" for value, reason in plan.skipped.get(knob, ()))
     title = f"UMR: {ablations_mod.KNOBS[knob].label} on {_TASK_NAMES[plan.task]} {split} ({config['dataset']})"
-    evals = tuple(dict.fromkeys([reference] + [Evaluation(plan.task, node, split) for _, node in points]))
+    nodes = [n for i, (_, node) in enumerate(points) for n in (replicas[i] if replicas and replicas[i] else [node])]
+    evals = tuple(dict.fromkeys([reference] + [Evaluation(plan.task, node, split) for node in nodes]))
+    if replicas:
+        notes += (f"mean ± sd over {len(plan.seeds)} distillation seeds",)
     return PlotSpec(plot_id, knob, title, xlabel, xscale, plan.task, split, tuple(config["languages"]),
                     tuple(points), reference.node, f"{initial} (initial retriever), average", default,
-                    metrics=METRICS[plan.task], notes=notes, evaluations=evals)
+                    metrics=METRICS[plan.task], notes=notes, replicas=replicas, evaluations=evals)
 
 
 def default_plots(config: dict) -> list[str]:
@@ -106,19 +117,33 @@ def default_plots(config: dict) -> list[str]:
     return [p for p in PLOTS if len(plot_spec(config, p).points) >= 2]
 
 
-def series(spec: PlotSpec, metric_rows) -> dict[str, dict[str, list[float | None]]]:
-    """metric -> line ("avg" or a language) -> values at spec.points (None where missing)."""
+def _point_nodes(spec: PlotSpec, i: int) -> tuple[str, ...]:
+    return spec.replicas[i] if spec.replicas and spec.replicas[i] else (spec.points[i][1],)
+
+
+def replicate_values(spec: PlotSpec, metric_rows) -> dict[str, dict[str, list[list[float]]]]:
+    """metric -> line ("avg" or a language) -> at each point, the values of its replicates (one without seeds)."""
     from umr.tables import index_rows
 
     by_node, _ = index_rows(metric_rows)
-    out: dict[str, dict[str, list[float | None]]] = {}
+    out: dict[str, dict[str, list[list[float]]]] = {}
     for metric in spec.metrics:
-        lines = {}
+        out[metric] = {}
         for lang in (*spec.languages, "avg"):
-            lines[lang] = [by_node.get((spec.task, spec.split, node), {}).get(("all", metric, lang))
-                           for _, node in spec.points]
-        out[metric] = lines
+            points = []
+            for i in range(len(spec.points)):
+                found = [by_node.get((spec.task, spec.split, node), {}).get(("all", metric, lang))
+                         for node in _point_nodes(spec, i)]
+                points.append([v for v in found if v is not None])
+            out[metric][lang] = points
     return out
+
+
+def series(spec: PlotSpec, metric_rows) -> dict[str, dict[str, list[float | None]]]:
+    """metric -> line ("avg" or a language) -> values at spec.points (the mean over seeds; None where missing)."""
+    values = replicate_values(spec, metric_rows)
+    return {metric: {lang: [Stat.of(v).mean if v else None for v in points] for lang, points in lines.items()}
+            for metric, lines in values.items()}
 
 
 def reference_values(spec: PlotSpec, metric_rows) -> dict[str, float | None]:
@@ -136,6 +161,7 @@ def draw(spec: PlotSpec, metric_rows, png: str | Path, pdf: str | Path) -> None:
     import matplotlib.pyplot as plt
 
     data, ref = series(spec, metric_rows), reference_values(spec, metric_rows)
+    seeds = replicate_values(spec, metric_rows) if spec.replicas else None
     xs_text = [x for x, _ in spec.points]
     if spec.xscale == "category" or spec.knob == "iterations":
         xs = list(range(len(xs_text))) if spec.xscale == "category" else [float(x) for x in xs_text]
@@ -153,7 +179,14 @@ def draw(spec: PlotSpec, metric_rows, png: str | Path, pdf: str | Path) -> None:
                 ax.plot(*zip(*pts), marker="o", markersize=3.5, linewidth=1.0, alpha=0.75, color=cmap(i % 10),
                         label=f"{language_name(lang)} ({lang})")
         pts = [(xs[j], data[metric]["avg"][j]) for j in order if data[metric]["avg"][j] is not None]
-        if pts:
+        if pts and seeds is not None:  # the spread: mean ± sd of the average, and each seed's own average
+            avg = seeds[metric]["avg"]
+            sd = [Stat.of(avg[j]).sd or 0.0 for j in order if data[metric]["avg"][j] is not None]
+            ax.errorbar(*zip(*pts), yerr=sd, marker="s", markersize=6, linewidth=2.6, capsize=4, color="black",
+                        label="Average (mean ± sd over seeds)", zorder=5)
+            ax.scatter([xs[j] for j in order for _ in avg[j]], [v for j in order for v in avg[j]], s=14,
+                       facecolors="none", edgecolors="black", linewidths=0.8, label="Average, one seed", zorder=5)
+        elif pts:
             ax.plot(*zip(*pts), marker="s", markersize=6, linewidth=2.6, color="black", label="Average", zorder=5)
         if ref[metric] is not None:  # on top (drawn dashed), so a curve at the same height never hides it
             ax.axhline(ref[metric], linestyle="--", linewidth=1.4, color="0.45", label=spec.reference_label, zorder=6)

@@ -33,8 +33,9 @@ def report_files(config: dict, results: str, target: str = "all") -> list[str]:
     """The tables and plots a target builds: every table, and the plot of every knob this
     configuration varies, split by what they read. `all` gets those that need only the method
     and its baselines (Tables 1, 2, 3, 7 and the iteration plot on the default grids);
-    `ablations` gets those that need a grid variant (Tables 4-6, the ablation table, the
-    τ / batch-size plots), so the default run never trains a variant."""
+    `ablations` gets those that need a grid variant or a seed replicate (Tables 4-6, the
+    ablation table, the τ / batch-size plots, the seeds table), so the default run never
+    trains a variant or a second seed."""
     from umr.plots import default_plots, plot_spec
     from umr.plan import main_evaluations
     from umr.tables import TABLES, table_spec
@@ -46,8 +47,10 @@ def report_files(config: dict, results: str, target: str = "all") -> list[str]:
     def wanted(evals) -> bool:
         return (set(evals) <= main) == (target == "all")
 
-    tables = [f for table_id in TABLES if wanted(table_spec(config, table_id).evaluations)
-              for f in table_files(results, table_id)]
+    specs = {table_id: table_spec(config, table_id) for table_id in TABLES}
+    # The seeds table exists only with several seeds (else it would repeat Table 3).
+    tables = [f for table_id, spec in specs.items() if wanted(spec.evaluations)
+              and not (table_id == "seeds" and spec.kind == "absent") for f in table_files(results, table_id)]
     return tables + [f for plot_id in default_plots(config) if wanted(plot_spec(config, plot_id).evaluations)
                      for f in plot_files(results, plot_id)]
 

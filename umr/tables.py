@@ -32,7 +32,7 @@ import csv
 import io
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -43,11 +43,12 @@ from umr import ablations as ablations_mod
 from umr.errors import UMRError
 from umr.io import atomic_file, log, run_cli
 from umr.lineage import DistillSpec, RerankSpec
-from umr.plan import Evaluation, evaluations, last_rerank_tasks, report_rerank, umr_chain
+from umr.plan import SEEDS_TASK, Evaluation, evaluations, last_rerank_tasks, report_rerank, umr_chain
+from umr.seeds import GainTest, Stat, distill_seeds, gain_test, replicate_path
 from umr.supplied import is_supplied, supplied_node
 
 PAPER_SCORES = Path(__file__).resolve().parent / "resources" / "paper_scores.yaml"
-TABLES = ("table1", "table2", "table3", "table4", "table5", "table6", "table7", "ablations")
+TABLES = ("table1", "table2", "table3", "table4", "table5", "table6", "table7", "ablations", "seeds")
 RECALLS = ("R@2kt", "R@5kt")
 TOPK = ("Top-1", "Top-5", "Top-20")
 SUBSETS = {"english": "English answers", "target": "Target-language answers", "all": "All"}
@@ -76,6 +77,7 @@ class Row:
     system: str | None = None  # a baseline row: metrics rows with this system name
     paper: str | None = None  # key of the paper's row (tables 1, 3, 7) or the knob's value (4-6)
     reported: bool = False  # the paper's number only (a supervised system not run here)
+    replicas: tuple[str, ...] = ()  # `node` under every distillation seed (umr.seeds): mean ± sd, n
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ class TableSpec:
     notes: tuple[str, ...] = ()
     absent: str = ""  # why the table is not built
     precision: int = 2
+    reference: str | None = None  # seeds table: the initial retriever's node, whose gains it tests
     evaluations: tuple[Evaluation, ...] = field(default=(), compare=False)  # its inputs
 
     def to_json(self) -> str:
@@ -103,7 +106,7 @@ class TableSpec:
     @classmethod
     def from_json(cls, text: str) -> "TableSpec":
         data = json.loads(text)
-        data["rows"] = tuple(Row(**r) for r in data["rows"])
+        data["rows"] = tuple(Row(**{**r, "replicas": tuple(r["replicas"])}) for r in data["rows"])
         for key in ("languages", "notes"):
             data[key] = tuple(data[key])
         return cls(**data)
@@ -238,6 +241,37 @@ def _value_label(knob: str, value, default) -> str:
     return f"{text} (default)" if value == default else text
 
 
+def _replica_nodes(plan: ablations_mod.Ablations, variant: ablations_mod.Variant) -> tuple[str, ...]:
+    return tuple(e.node for e in plan.replicas(variant))
+
+
+def _seeds_notes(seeds: tuple[int, ...]) -> list[str]:
+    if len(seeds) < 2:
+        return []
+    return [f"Distilled rows: mean ± sample standard deviation over distillation seeds {', '.join(map(str, seeds))} "
+            "(config ablations.seeds; n = seeds with a score); rows that involve no distillation do not depend "
+            "on the seed (n = 1). metrics_ablations.csv has one row per seed."]
+
+
+def _seeds_spec(config: dict) -> TableSpec:
+    """Table 3 with every distilled row replicated over the distillation seeds (ablations.seeds)."""
+    seeds = distill_seeds(config)
+    if len(seeds) < 2:
+        return TableSpec("seeds", "", "absent", SEEDS_TASK,
+                         absent="ablations.seeds lists a single distillation seed: nothing to replicate.")
+    if SEEDS_TASK not in config["umr"]["tasks"]:
+        return TableSpec("seeds", "", "absent", SEEDS_TASK,
+                         absent=f"umr.tasks ({', '.join(config['umr']['tasks'])}) does not include {SEEDS_TASK}.")
+    base = _main_chain_spec(config, "table3")
+    rows = tuple(replace(r, replicas=replicate_path(r.node, seeds)) if r.node and not is_supplied(r.node) else r
+                 for r in base.rows)
+    notes = [*base.notes, *_seeds_notes(seeds),
+             "Gain over the initial retriever, per seed: every seed above it, and the mean gain at least twice its "
+             "standard error, is the criterion the toy's claims are checked with (tests/test_dag.py)."]
+    return replace(base, id="seeds", title=f"{base.title}, {len(seeds)} distillation seeds", rows=rows,
+                   notes=tuple(notes), reference=umr_chain(config)[0].path)
+
+
 def _ablation_spec(config: dict, table_id: str) -> TableSpec:
     plan = ablations_mod.plan(config)
     paper = config["benchmark"] == "xor-tydi" and plan.task == "xor_retrieve"
@@ -247,27 +281,30 @@ def _ablation_spec(config: dict, table_id: str) -> TableSpec:
     kind = "recall" if plan.task == "xor_retrieve" else "topk"  # ablations.task xor_full: Table 7's columns
     if table_id == "ablations":
         rows = []
-        for v in plan.variants:
+        for v in plan.primary():
             if v.evaluation.split != split:
                 continue
             changes = "; ".join(f"{k}={v.value(k)}" for k in v.changed) or "default"
-            rows.append(Row(f"{changes} (iter={v.iteration})", node=v.evaluation.node))
+            rows.append(Row(f"{changes} (iter={v.iteration})", node=v.evaluation.node,
+                            replicas=_replica_nodes(plan, v)))
         notes += _skipped_notes(plan, ablations_mod.KNOBS)
         notes.append(f"Mode {plan.mode}; defaults: " + ", ".join(
             f"{k}={plan.defaults[k]}" for k in ablations_mod.KNOBS) + ".")
+        notes += _seeds_notes(plan.seeds)
         return TableSpec("ablations", f"Ablation variants on {title_args['task']} {split} (%)", kind, plan.task,
-                         split, row_header="Variant", rows=tuple(rows), notes=tuple(notes),
-                         evaluations=tuple(Evaluation(plan.task, r.node, split) for r in rows))
+                         split, row_header="Variant", rows=tuple(rows), notes=tuple(notes))
     knob = _ABLATION_TABLES[table_id]
     default = plan.defaults[knob]
     rows = []
     for v in plan.slice(knob, split):
         value = v.value(knob)
-        rows.append(Row(_value_label(knob, value, default), node=v.evaluation.node, paper=json.dumps(value)))
+        rows.append(Row(_value_label(knob, value, default), node=v.evaluation.node, paper=json.dumps(value),
+                        replicas=_replica_nodes(plan, v)))
     if plan.mode == "none" or len(rows) < 2:
         notes.append(f"Only the default {knob} = {default} was run (ablations.mode {plan.mode}, "
                      f"ablations.{knob} {list(config.get('ablations', {}).get(knob, []))}).")
     notes += _skipped_notes(plan, [knob])
+    notes += _seeds_notes(plan.seeds)
     if paper and table_id in ("table5", "table6"):
         notes.append("The paper's default row here (τ = 0.1 / batch 16) differs from its Tables 3 and 4 "
                      "(41.23 / 51.50) for the same setting; the paper does not say how these ablations were run.")
@@ -291,6 +328,10 @@ def table_spec(config: dict, table_id: str) -> TableSpec:
                          tuple(config["languages"]), rows=rows, paper=paper, absent=reason, precision=1)
     if table_id in ("table4", "table5", "table6", "ablations"):
         spec = _ablation_spec(config, table_id)
+    elif table_id == "seeds":
+        spec = _seeds_spec(config)
+        if spec.kind == "absent":
+            return spec
     else:
         task = "xor_full" if table_id == "table7" else "xor_retrieve"
         if task not in config["umr"]["tasks"]:
@@ -299,8 +340,7 @@ def table_spec(config: dict, table_id: str) -> TableSpec:
         spec = _main_chain_spec(config, table_id)
     evals = []
     for row in spec.rows:
-        if row.node:
-            evals.append(Evaluation(spec.task, row.node, spec.split))
+        evals += [Evaluation(spec.task, node, spec.split) for node in row.replicas or [row.node] if node]
     if any(r.system for r in spec.rows):
         evals += _baseline_rows(config, spec.task, spec.split)[1]
     return TableSpec(**{**spec.__dict__, "evaluations": tuple(dict.fromkeys(evals))})
@@ -370,28 +410,66 @@ class Table:
     id: str
     title: str
     header: list[str]
-    rows: list[list]  # first cell a label, then floats or None
+    rows: list[list]  # first cell a label, then floats, Stats (replicated rows) or None; last cell n if replicated
     notes: list[str]
     absent: str = ""
     precision: int = 2
+    replicated: bool = False  # some row is a seed replicate: an "n" column ends the header
+
+
+def _replicated_scores(by_node: dict, spec: TableSpec, row: Row) -> dict[tuple[str, str, str], Stat]:
+    """Scores of a row's replicates, summarised per column (seeds without a score are left out)."""
+    found = [by_node.get((spec.task, spec.split, node), {}) for node in row.replicas]
+    keys = dict.fromkeys(k for scores in found for k in scores)
+    return {k: Stat.of([scores[k] for scores in found if k in scores]) for k in keys}
+
+
+def _row_n(cells: list) -> int | None:
+    """n of a row: its replicates with a score, 1 for a single run, None for the paper's numbers."""
+    stats = [c.n for c in cells if isinstance(c, Stat)]
+    if stats:
+        return max(stats)
+    return 1 if any(isinstance(c, float) for c in cells) else None
+
+
+def _gain_notes(spec: TableSpec, by_node: dict, columns) -> list[str]:
+    """The seeds table: each distilled row's per-seed gain over the initial retriever, and the criterion."""
+    reference = by_node.get((spec.task, spec.split, spec.reference), {})
+    notes = []
+    for row in spec.rows:
+        if not row.replicas:
+            continue
+        found = [by_node.get((spec.task, spec.split, node), {}) for node in row.replicas]
+        parts = []
+        for name, key in columns:
+            test: GainTest | None = gain_test([f.get(key) for f in found], reference[key]) if key in reference else None
+            if test is not None:
+                parts.append(f"{name} {test.describe(spec.precision)}")
+        if parts:
+            notes.append(f"Gain of {row.label} over the initial retriever: " + "; ".join(parts) + ".")
+    return notes
 
 
 def build_table(spec: TableSpec, metric_rows: Iterable[dict]) -> Table:
     """Fill a table spec with scores from metrics rows (dicts with the metrics.csv columns)."""
-    name = f"Table {spec.id[5:]}" if spec.id.startswith("table") else "Ablations"
+    name = f"Table {spec.id[5:]}" if spec.id.startswith("table") else {"seeds": "Table 3 over seeds"}.get(
+        spec.id, "Ablations")
     title = f"{name}: {spec.title}" if spec.title else name
     if spec.kind == "absent":
         return Table(spec.id, title, [], [], list(spec.notes), absent=spec.absent, precision=spec.precision)
     by_node, by_system = index_rows(metric_rows)
     columns = _columns(spec)
     two_columns = spec.paper and spec.kind == "recall"  # paper numbers as columns; else as rows
+    replicated = any(r.replicas for r in spec.rows)
     header = [spec.row_header]
     for name, _ in columns:
         header += [name, f"{name} ({spec.paper_suffix})"] if two_columns else [name]
     out_rows: list[list] = []
     for row in spec.rows:
-        ours: Scores = {}
-        if row.node:
+        ours: dict = {}
+        if row.replicas:
+            ours = _replicated_scores(by_node, spec, row)
+        elif row.node:
             ours = by_node.get((spec.task, spec.split, row.node), {})
         elif row.system:
             ours = by_system.get((spec.task, spec.split, row.system), {})
@@ -408,14 +486,25 @@ def build_table(spec: TableSpec, metric_rows: Iterable[dict]) -> Table:
             if paper_row is not None:
                 out_rows.append([f"{row.label} ({spec.paper_suffix})"]
                                 + [_paper_value(paper_row, key) for _, key in columns])
-    return Table(spec.id, title, header, out_rows, list(spec.notes), absent=spec.absent if spec.kind == "qa" else "",
-                 precision=spec.precision)
+    notes = list(spec.notes)
+    if replicated:
+        header.append("n")
+        # The paper's numbers are one run each: no n (two-column rows count ours only).
+        out_rows = [cells + [None if f"({spec.paper_suffix})" in str(cells[0]) or "(reported)" in str(cells[0])
+                             else _row_n(cells[1::2] if two_columns else cells[1:])] for cells in out_rows]
+        if spec.reference:
+            notes += _gain_notes(spec, by_node, columns)
+    return Table(spec.id, title, header, out_rows, notes, absent=spec.absent if spec.kind == "qa" else "",
+                 precision=spec.precision, replicated=replicated)
 
 
 # -- rendering --------------------------------------------------------------------------------
 def _fmt(value, precision: int, missing: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return missing
+    if isinstance(value, Stat):
+        mean = f"{value.mean:.{precision}f}"
+        return mean if value.sd is None else f"{mean} ± {value.sd:.{precision}f}"
     if isinstance(value, float):
         return f"{value:.{precision}f}"
     return str(value)
@@ -439,10 +528,22 @@ def to_markdown(table: Table) -> str:
 def to_csv(table: Table) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    if table.header:
+
+    def number(c) -> str:
+        return "" if c is None else repr(round(c, 4)) if isinstance(c, float) else str(c)
+
+    if table.header and table.replicated:  # each value column as mean and sd; n last
+        values = table.header[1:-1]
+        writer.writerow([table.header[0], *(h for name in values for h in (name, f"{name} sd")), "n"])
+        for row in table.rows:
+            cells = [row[0]]
+            for c in row[1:-1]:
+                cells += [number(c.mean), number(c.sd)] if isinstance(c, Stat) else [number(c), ""]
+            writer.writerow(cells + [number(row[-1])])
+    elif table.header:
         writer.writerow(table.header)
         for row in table.rows:
-            writer.writerow([("" if c is None else repr(round(c, 4)) if isinstance(c, float) else c) for c in row])
+            writer.writerow([number(c) for c in row])
     else:
         writer.writerow(["note"])
     for note in ([table.absent] if table.absent else []) + table.notes:
@@ -451,7 +552,8 @@ def to_csv(table: Table) -> str:
 
 
 _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-          "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "τ": r"$\tau$", "–": "--", "*": ""}
+          "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "τ": r"$\tau$", "–": "--", "*": "",
+          "±": r"$\pm$", "≥": r"$\geq$"}
 
 
 def latex_escape(text: str) -> str:
