@@ -207,3 +207,10 @@ def test_expected_scores_name_the_seed_of_a_replicate():
     assert [c.name for c in conditions] == ["UMR (iter=1) seed=12345", "UMR (iter=1) seed=7"]
     outcomes = expected.check(expected.Expected(conditions), rows)
     assert all(o.ok for o in outcomes)
+
+
+def test_shipped_toy_record_names_the_seed_of_every_umr_condition():
+    """Replicates share system, variant and iteration: a UMR condition without its seed would be ambiguous."""
+    record = expected.load_expected(expected.EXPECTED_DIR / "toy.yaml")
+    umr = [c for c in record.conditions if c.match["system"].startswith("UMR")]
+    assert umr and all(c.match.get("seed") == 12345 for c in umr)
