@@ -4,7 +4,8 @@ On the finished mini run (tests/configs/mini.yaml, the `mini_run` fixture), a ne
 temperature asks Table 5 for one more UMR iteration-1 variant. That variant is distilled from
 the initial retriever's *existing* reranking (lineage paths share it), so a dry run of
 `results/mini/tables/table5.md` must schedule exactly its distillation, corpus encoding,
-index, retrieval and evaluation (and the table) -- no reranking, nothing for other tables.
+index, retrieval and evaluation, once per distillation seed of mini.yaml's ablations.seeds
+(and the table) -- no reranking, nothing for other tables.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def derived_config(tmp_path: Path, **ablations) -> Path:
 @pytest.mark.dag
 def test_finished_run_has_every_table_and_nothing_to_do(mini_run):
     tables = mini_run / "results" / "mini" / "tables"
-    for table_id in ("table1", "table2", "table3", "table4", "table5", "table6", "table7", "ablations"):
+    for table_id in ("table1", "table2", "table3", "table4", "table5", "table6", "table7", "ablations", "seeds"):
         for ext in ("md", "csv", "tex", "html"):
             assert (tables / f"{table_id}.{ext}").stat().st_size > 0, (table_id, ext)
     assert scheduled(run_workflow(mini_run, MINI, "-n", "results/mini/tables/table5.md")) == {}
@@ -76,8 +77,10 @@ def test_a_new_temperature_schedules_only_its_variant_for_table5(mini_run, tmp_p
     jobs = scheduled(run_workflow(mini_run, config, "-n", "results/mini/tables/table5.md"))
     assert not [rule for rule in jobs if "rerank" in rule], jobs
     shards = mini_config()["retrieval"]["shards"]
-    assert jobs == {"distill": 1, "encode_corpus": shards, "build_index": shards, "retrieve": 1, "evaluate": 1,
-                    "table_table5": 1}, jobs
+    seeds = len(mini_config()["ablations"]["seeds"])  # one replicate of the variant per seed
+    assert seeds == 2
+    assert jobs == {"distill": seeds, "encode_corpus": shards * seeds, "build_index": shards * seeds,
+                    "retrieve": seeds, "evaluate": seeds, "table_table5": 1}, jobs
 
 
 @pytest.mark.dag
