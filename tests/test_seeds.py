@@ -16,9 +16,17 @@ from umr.lineage import DistillSpec, Node, RerankSpec
 from umr.metrics import describe
 from umr.plan import ablation_only_evaluations, main_evaluations, seed_evaluations
 from umr.report import report_files
-from umr.seeds import GainTest, Stat, distill_seeds, gain_test, replicate_path, seed_of
+from umr.seeds import GainTest, Stat, distill_seeds, gain_test, replicate_path
 
 SEEDS = [12345, 7, 9]
+
+
+def seed_of(path: str) -> int | None:
+    """The distillation seed of a node path (its last distillation step's), None without one."""
+    for part in reversed(path.strip("/").split("/")):
+        if part.startswith(DistillSpec.PREFIX):
+            return DistillSpec.parse(part).seed
+    return None
 
 
 def seeded_config(seeds=SEEDS, **changes) -> dict:

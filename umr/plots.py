@@ -101,7 +101,7 @@ def plot_spec(config: dict, plot_id: str) -> PlotSpec:
         default = models.get(default, {}).get("display", default)
     notes = tuple(f"not run: {knob} = {value} ({reason})" for value, reason in plan.skipped.get(knob, ()))
     title = f"UMR: {ablations_mod.KNOBS[knob].label} on {_TASK_NAMES[plan.task]} {split} ({config['dataset']})"
-    nodes = [n for i, (_, node) in enumerate(points) for n in (replicas[i] if replicas and replicas[i] else [node])]
+    nodes = [n for i in range(len(points)) for n in _point_nodes(points, replicas, i)]
     evals = tuple(dict.fromkeys([reference] + [Evaluation(plan.task, node, split) for node in nodes]))
     if replicas:
         notes += (f"mean ± sd over {len(plan.seeds)} distillation seeds",)
@@ -117,8 +117,9 @@ def default_plots(config: dict) -> list[str]:
     return [p for p in PLOTS if len(plot_spec(config, p).points) >= 2]
 
 
-def _point_nodes(spec: PlotSpec, i: int) -> tuple[str, ...]:
-    return spec.replicas[i] if spec.replicas and spec.replicas[i] else (spec.points[i][1],)
+def _point_nodes(points, replicas, i: int) -> tuple[str, ...]:
+    """The nodes of point i: its seed replicates, or its one node."""
+    return tuple(replicas[i]) if replicas and replicas[i] else (points[i][1],)
 
 
 def replicate_values(spec: PlotSpec, metric_rows) -> dict[str, dict[str, list[list[float]]]]:
@@ -133,7 +134,7 @@ def replicate_values(spec: PlotSpec, metric_rows) -> dict[str, dict[str, list[li
             points = []
             for i in range(len(spec.points)):
                 found = [by_node.get((spec.task, spec.split, node), {}).get(("all", metric, lang))
-                         for node in _point_nodes(spec, i)]
+                         for node in _point_nodes(spec.points, spec.replicas, i)]
                 points.append([v for v in found if v is not None])
             out[metric][lang] = points
     return out
@@ -141,7 +142,10 @@ def replicate_values(spec: PlotSpec, metric_rows) -> dict[str, dict[str, list[li
 
 def series(spec: PlotSpec, metric_rows) -> dict[str, dict[str, list[float | None]]]:
     """metric -> line ("avg" or a language) -> values at spec.points (the mean over seeds; None where missing)."""
-    values = replicate_values(spec, metric_rows)
+    return _means(replicate_values(spec, metric_rows))
+
+
+def _means(values: dict[str, dict[str, list[list[float]]]]) -> dict[str, dict[str, list[float | None]]]:
     return {metric: {lang: [Stat.of(v).mean if v else None for v in points] for lang, points in lines.items()}
             for metric, lines in values.items()}
 
@@ -160,8 +164,9 @@ def draw(spec: PlotSpec, metric_rows, png: str | Path, pdf: str | Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    data, ref = series(spec, metric_rows), reference_values(spec, metric_rows)
-    seeds = replicate_values(spec, metric_rows) if spec.replicas else None
+    values, ref = replicate_values(spec, metric_rows), reference_values(spec, metric_rows)
+    data = _means(values)
+    seeds = values if spec.replicas else None
     xs_text = [x for x, _ in spec.points]
     if spec.xscale == "category" or spec.knob == "iterations":
         xs = list(range(len(xs_text))) if spec.xscale == "category" else [float(x) for x in xs_text]

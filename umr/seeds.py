@@ -19,7 +19,7 @@ import math
 import statistics
 from dataclasses import dataclass, replace
 
-from umr.lineage import BM25_NODE, DistillSpec, Node, RerankSpec
+from umr.lineage import BM25_NODE, Node, RerankSpec
 
 
 def distill_seeds(config: dict) -> tuple[int, ...]:
@@ -52,14 +52,6 @@ def replicate_path(path: str, seeds: tuple[int, ...]) -> tuple[str, ...]:
     if not node.steps or node.genq is not None:
         return ()
     return tuple(with_seed(node, s).path + (f"/{final}" if final else "") for s in seeds)
-
-
-def seed_of(path: str) -> int | None:
-    """The distillation seed of a node path (its last distillation step's), None without one."""
-    for part in reversed(path.strip("/").split("/")):
-        if part.startswith(DistillSpec.PREFIX):
-            return DistillSpec.parse(part).seed
-    return None
 
 
 @dataclass(frozen=True)

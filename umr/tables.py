@@ -417,9 +417,14 @@ class Table:
     replicated: bool = False  # some row is a seed replicate: an "n" column ends the header
 
 
+def _replicate_scores(by_node: dict, spec: TableSpec, row: Row) -> list[Scores]:
+    """The scores of each of a row's replicates, in seed order ({} for a seed without a run)."""
+    return [by_node.get((spec.task, spec.split, node), {}) for node in row.replicas]
+
+
 def _replicated_scores(by_node: dict, spec: TableSpec, row: Row) -> dict[tuple[str, str, str], Stat]:
     """Scores of a row's replicates, summarised per column (seeds without a score are left out)."""
-    found = [by_node.get((spec.task, spec.split, node), {}) for node in row.replicas]
+    found = _replicate_scores(by_node, spec, row)
     keys = dict.fromkeys(k for scores in found for k in scores)
     return {k: Stat.of([scores[k] for scores in found if k in scores]) for k in keys}
 
@@ -439,7 +444,7 @@ def _gain_notes(spec: TableSpec, by_node: dict, columns) -> list[str]:
     for row in spec.rows:
         if not row.replicas:
             continue
-        found = [by_node.get((spec.task, spec.split, node), {}) for node in row.replicas]
+        found = _replicate_scores(by_node, spec, row)
         parts = []
         for name, key in columns:
             test: GainTest | None = gain_test([f.get(key) for f in found], reference[key]) if key in reference else None
