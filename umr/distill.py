@@ -67,6 +67,7 @@ from transformers import get_linear_schedule_with_warmup
 from umr.corpus import Corpus
 from umr.encode import DualEncoder, device_for, embed, encode_ids, pad_batch
 from umr.errors import UMRError
+from umr.fasttrain import optimise_for_training, retain_freed_memory
 from umr.io import (Interrupted, StopSignals, atomic_dir, atomic_file, fingerprint, fingerprint_items, log,
                     path_identity, run_cli, seed_everything, set_threads)
 from umr.precision import PRECISIONS, Precision, resolve_precision
@@ -580,8 +581,8 @@ def distill(student: str, questions_file: str | Path, runs: Sequence[str | Path]
     encoder = DualEncoder.load(student, settings.max_length)
     dev = device_for(device)
     resolved = resolve_precision(precision, dev)
-    encoder.query_model.to(dev)
-    encoder.passage_model.to(dev)
+    optimise_for_training(encoder.query_model.to(dev))  # CPU fp32 only: oneDNN products (umr.fasttrain)
+    optimise_for_training(encoder.passage_model.to(dev))
     log.info("distilling %d questions x %d passages (top-%d), %s", len(examples), settings.passages_per_question,
              top_k, json.dumps(asdict(settings)))
     checkpoints = None
@@ -651,6 +652,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _main(args: argparse.Namespace) -> None:
     set_threads(args.threads)
+    retain_freed_memory()
     settings = DistillSettings(
         temperature=args.temperature, batch_size=args.batch_size, passages_per_question=args.passages_per_question,
         in_batch_negatives=args.in_batch_negatives, epochs=args.epochs, learning_rate=args.learning_rate,

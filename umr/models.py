@@ -35,6 +35,7 @@ from transformers import (BertConfig, BertModel, MT5Config, MT5ForConditionalGen
                           get_linear_schedule_with_warmup)
 
 from umr.encode import mean_pool, pad_batch
+from umr.fasttrain import optimise_for_training, retain_freed_memory
 from umr.io import atomic_dir, log, run_cli, seed_everything, set_threads
 from umr.records import iter_dpr_tsv
 
@@ -236,7 +237,7 @@ def pretrain_retriever(texts: Sequence[tuple[str, str]], out_dir: str | Path, *,
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
                         num_attention_heads=heads, intermediate_size=intermediate, max_position_embeddings=max_length,
                         hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
-    model = BertModel(config)  # the pooler is unused, but hub BERT checkpoints carry one
+    model = optimise_for_training(BertModel(config))  # the pooler is unused, but hub BERT checkpoints carry one
     docs = [ids for ids in tokenizer(list(texts), add_special_tokens=False, truncation=True,
                                      max_length=max_length - 2)["input_ids"] if len(ids) >= 8]
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
@@ -377,6 +378,7 @@ def pretrain_lm(texts: Sequence[tuple[str, str]], out_dir: str | Path, *, vocab_
     # HF's T5 init draws the untied LM head with std 1, which at this width gives
     # logits of std ~sqrt(d_model) and a first loss near 75; scale it like T5's tied head.
     torch.nn.init.normal_(model.lm_head.weight, std=d_model**-0.5)
+    optimise_for_training(model)
     docs = []
     for title, text in texts:
         pieces = tokenizer([title] + split_sentences(text), add_special_tokens=False)["input_ids"]
@@ -463,6 +465,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _main(args: argparse.Namespace) -> None:
     set_threads(args.threads)
+    retain_freed_memory()
     texts = collection_texts(args.corpus)
     log.info("training a tiny %s on %d passages", args.kind, len(texts))
     common = dict(vocab_size=args.vocab_size, layers=args.layers, heads=args.heads, steps=args.steps,
