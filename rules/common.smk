@@ -156,13 +156,22 @@ def rerank_chunks(task, rerank_node, split, langs):
     return [f"{RESULTS}/{task}/{rerank_node}/runs/{split}/{lang}.chunk-{c}-of-{n}.trec" for lang in langs for c in range(n)]
 
 
-def rerank_cache(wildcards):
-    """Reranked runs of earlier iterations with the same LM settings: their scores are reused."""
+def _rerank_cache(wildcards, langs):
     node, spec = Node.parse(wildcards.node), RerankSpec.parse(wildcards.rtag)
     planned = PLANNED_RERANKS
     sources = [s for s in score_cache_sources(node, spec, default_rerank(config))
                if (wildcards.task, s, wildcards.split) in planned]
-    return [f for source in sources for f in rerank_chunks(wildcards.task, source, wildcards.split, [wildcards.lang])]
+    return [f for source in sources for f in rerank_chunks(wildcards.task, source, wildcards.split, langs)]
+
+
+def rerank_cache(wildcards):
+    """Reranked runs of earlier iterations with the same LM settings: their scores are reused."""
+    return _rerank_cache(wildcards, [wildcards.lang])
+
+
+def rerank_cache_all_languages(wildcards):
+    """`rerank_cache` of a job that reranks every language (umr.rerank.group_languages)."""
+    return _rerank_cache(wildcards, LANGUAGES)
 
 
 def distill_inputs(wildcards):
@@ -323,6 +332,23 @@ def runtime_minutes(rule):
 def memory_mb(rule):
     """Memory request (MB) of a rule's job from its input sizes."""
     return memory_function(COST, rule)
+
+
+# -- scheduling ---------------------------------------------------------------------------------
+# Among jobs ready at once, Snakemake starts the higher priority first. On a few cores (the toy on
+# a laptop) the LM's pre-training heads every UMR path, and after it the chain of the method, the
+# training split's reranking -> distillation -> the new retriever's index and training-split
+# retrieval, should not queue behind the baselines and the evaluation runs beside it.
+PRIORITY_LM, PRIORITY_DISTILL, PRIORITY_CHAIN = 30, 20, 10
+
+
+def chain_priority(wildcards):
+    """Training-split jobs lead to the next distillation; an evaluation split's lead to a table row."""
+    return PRIORITY_CHAIN if wildcards.split == "train" else 0
+
+
+def toy_model_priority(wildcards):
+    return PRIORITY_LM if config["models"][wildcards.name]["kind"] == "reranker" else PRIORITY_CHAIN
 
 
 # Light rules run where Snakemake runs (on SLURM: the login node, no queueing): they read

@@ -36,6 +36,7 @@ rule distill:
         grad_cache=grad_cache_options(config["umr"]["distill"]),
         # Not in distill_options (the kd- tag): a precision changes no directory name.
         precision=config["umr"]["distill"]["precision"],
+    priority: PRIORITY_DISTILL
     log:
         "results/{dataset}/{task}/{node}/{rtag}/{dtag}/logs/distill.log",
     benchmark:

@@ -19,6 +19,7 @@ rule encode_corpus:
         batch_size=config["retrieval"]["batch_size"],
         fp16="--fp16" if config["retrieval"]["fp16_embeddings"] else "",
         precision=config["retrieval"]["precision"],
+    priority: PRIORITY_CHAIN
     log:
         "results/{dataset}/{task}/{node}/logs/encode_corpus.shard-{shard}-of-{shards}.log",
     benchmark:

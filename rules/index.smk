@@ -8,6 +8,7 @@ rule build_index:
         "results/{dataset}/{task}/{node}/index/shard-{shard}-of-{shards}.faiss",
     params:
         factory=config["retrieval"]["index"],
+    priority: PRIORITY_CHAIN
     log:
         "results/{dataset}/{task}/{node}/logs/build_index.shard-{shard}-of-{shards}.log",
     resources:

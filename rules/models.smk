@@ -10,6 +10,7 @@ rule toy_model:
     params:
         kind=toy_model_kind,
         options=toy_model_options,
+    priority: toy_model_priority
     log:
         "results/{dataset}/logs/toy_model.{name}.log",
     benchmark:

@@ -17,6 +17,7 @@ rule retrieve:
         batch_size=config["retrieval"]["batch_size"],
         gpu_search="--gpu-search" if config["retrieval"]["gpu_search"] else "",
         precision=config["retrieval"]["precision"],
+    priority: chain_priority
     log:
         "results/{dataset}/{task}/{node}/logs/retrieve.{split}.log",
     threads: THREADS

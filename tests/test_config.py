@@ -37,6 +37,8 @@ def test_repository_config_is_valid():
     ({"umr": {"rerank": {"report_top_k": 500}}}, "umr.rerank.report_top_k"),
     ({"umr": {"rerank": {"report_top_k": 0}}}, "umr.rerank.report_top_k"),
     ({"retrieval": {"shards": 0}}, "retrieval.shards"),
+    ({"umr": {"rerank": {"group_languages": True, "chunks": 2}}}, "umr.rerank.group_languages"),
+    ({"umr": {"rerank": {"group_languages": True, "chunks": "auto"}}}, "umr.rerank.group_languages"),
     ({"umr": {"distill": {"in_batch_negatives": "yes"}}}, "umr.distill.in_batch_negatives"),
     ({"umr": {"distill": {"tempreature": 0.1}}}, "umr.distill.tempreature"),
     ({"colour": "blue"}, "colour"),

@@ -172,3 +172,32 @@ def test_calibration_counts_only_the_pairs_a_rerank_job_scored(tmp_path):
     row = calibration(tmp_path, config)["rerank"]
     assert row["jobs"] == 2 and row["measured_s"] == 20.0
     assert row["predicted_s"] == pytest.approx(full + startup + (full - startup) / 4)
+
+
+def test_a_job_for_every_language_is_estimated_and_calibrated_as_their_sum(tmp_path):
+    """umr.rerank.group_languages: one job's pairs are every language's, its start-up is paid once,
+    and its benchmark file (rerank.<split>.all-languages) is calibrated with its log's count lines summed."""
+    from umr.cost import calibration
+
+    config = load_config([])
+    assert config["umr"]["rerank"]["group_languages"]  # the toy's setting
+    model = CostModel(config, Device.named("cpu"))
+    rtag = "rr-mt5_official_mean_k10"
+    one = {"task": "xor_retrieve", "rtag": rtag, "split": "dev", "lang": "ja", "chunk": "0", "chunks": "1"}
+    grouped = {"task": "xor_retrieve", "rtag": rtag, "split": "dev"}
+    n = len(config["languages"])
+    per_language = model.estimate("rerank", one)
+    every = model.estimate("rerank", grouped)
+    assert every.work == f"{int(per_language.work.split()[0].replace(',', '')) * n:,} pairs"
+    assert every.seconds < n * per_language.seconds  # one start-up, not n
+    node = tmp_path / "xor_retrieve" / "mcontriever" / rtag
+    (node / "benchmarks").mkdir(parents=True)
+    (node / "logs").mkdir()
+    (node / "benchmarks" / "rerank.dev.all-languages.tsv").write_text("s\th:m:s\n10.0\t0:00:10\n")
+    (node / "logs" / "rerank.dev.all-languages.log").write_text(
+        "umr: 100 pairs to score, 0 reused from earlier reranking\n"
+        "umr: 0 pairs to score, 300 reused from earlier reranking\n")
+    row = calibration(tmp_path, config)["rerank"]
+    startup = model.cpu.startup_s
+    assert row["jobs"] == 1 and row["measured_s"] == 10.0
+    assert row["predicted_s"] == pytest.approx(startup + (every.seconds - startup) / 4)

@@ -147,3 +147,34 @@ def test_onednn_linear_equals_linear(rows):
         torch.testing.assert_close(OneDNNLinear(linear)(x), linear(x), atol=1e-5, rtol=0)
         torch.testing.assert_close(OneDNNLinear(linear, "gelu_tanh")(x),
                                    torch.nn.functional.gelu(linear(x), approximate="tanh"), atol=1e-5, rtol=0)
+
+
+def test_one_job_for_several_languages_writes_what_one_job_each_would(tiny_lm, mini_data, tmp_path):
+    """umr.rerank.group_languages: `--lang ja ru --out a b` equals two single-language jobs, byte for byte."""
+    from umr.corpus import build_offsets, save_offsets
+    from umr.io import run_cli
+    import umr.rerank as rerank
+
+    questions = read_questions(mini_data["xor_retrieve_dev"])
+    assert {"ja", "ru"} <= {q.lang for q in questions}
+    ids, offsets = build_offsets(mini_data["corpus_xor_retrieve"], progress=False)
+    save_offsets(tmp_path / "offsets.npz", ids, offsets)
+    ids = [i.decode("utf-8") for i in ids]
+    run = {q.id: [(ids[(i * 3 + j) % len(ids)], 1.0 - j / 10) for j in range(5)] for i, q in enumerate(questions)}
+    write_trec_run(tmp_path / "dev.trec", run, "dense")
+
+    def cli(langs, outs):
+        return run_cli(rerank._parser, rerank._main,
+                       ["--model", str(tiny_lm), "--run", str(tmp_path / "dev.trec"), "--questions",
+                        str(mini_data["xor_retrieve_dev"]), "--top-k", "4", "--corpus",
+                        str(mini_data["corpus_xor_retrieve"]), "--offsets", str(tmp_path / "offsets.npz"),
+                        "--lang", *langs, "--out", *map(str, outs)])
+
+    together = [tmp_path / "together" / f"{lang}.trec" for lang in ("ja", "ru")]
+    assert cli(["ja", "ru"], together) == 0
+    for lang, grouped in zip(("ja", "ru"), together):
+        alone = tmp_path / "alone" / f"{lang}.trec"
+        assert cli([lang], [alone]) == 0
+        assert grouped.read_bytes() == alone.read_bytes()
+        assert {q.id for q in questions if q.lang == lang} == set(rerank.read_trec_run(grouped))
+    assert cli(["ja", "ru"], together[:1]) == 1  # one --out per --lang

@@ -106,6 +106,9 @@ def _check_cross_keys(config: dict) -> None:
     if rerank["top_k"] > config["retrieval"]["top_k"]:
         raise ConfigError(f"config key 'umr.rerank.top_k': {rerank['top_k']} is larger than retrieval.top_k "
                           f"({config['retrieval']['top_k']}), the passages each run keeps")
+    if rerank["group_languages"] and rerank["chunks"] != 1:
+        raise ConfigError(f"config key 'umr.rerank.group_languages': one job per split writes chunk 0 of 1 of each "
+                          f"language; it needs umr.rerank.chunks 1, not {rerank['chunks']!r}")
     if (rerank["report_top_k"] or 0) > config["retrieval"]["top_k"]:
         raise ConfigError(f"config key 'umr.rerank.report_top_k': {rerank['report_top_k']} is larger than "
                           f"retrieval.top_k ({config['retrieval']['top_k']}), the passages each run keeps")

@@ -331,7 +331,10 @@ class CostModel:
     def _rerank(self, wc) -> Estimate:
         spec = RerankSpec.parse(wc["rtag"])
         shape = model_shape(self.config, spec.reranker)
-        pairs = math.ceil(self.sizes.per_language(wc["task"], wc["split"]) / int(wc["chunks"])) * spec.top_k
+        if "chunks" in wc:
+            pairs = math.ceil(self.sizes.per_language(wc["task"], wc["split"]) / int(wc["chunks"])) * spec.top_k
+        else:  # umr.rerank.group_languages: one job, every language of the split
+            pairs = self.sizes.per_language(wc["task"], wc["split"]) * self.sizes.languages * spec.top_k
         flops = self.rerank_flops(shape, pairs, self.sizes.passages[wc["task"]])
         precision = compute_precision(self.config["umr"]["rerank"]["dtype"], self._device(), lm=True)
         return Estimate("rerank", f"{pairs:,} pairs", flops, self._gpu_seconds(flops, precision), self.gpus,
@@ -640,12 +643,13 @@ _RERANK_LOG = re.compile(r"(\d+) pairs to score, (\d+) reused from earlier reran
 def _scored_fraction(log: Path) -> float:
     """The share of a rerank job's pairs it scored itself (its log's count line; 1 without one)."""
     try:
-        m = _RERANK_LOG.search(log.read_text(encoding="utf-8", errors="replace"))
+        counts = _RERANK_LOG.findall(log.read_text(encoding="utf-8", errors="replace"))
     except OSError:
         return 1.0
-    if not m:
+    if not counts:
         return 1.0
-    scored, reused = int(m.group(1)), int(m.group(2))
+    # a job of umr.rerank.group_languages logs one count line per language
+    scored, reused = (sum(int(c[i]) for c in counts) for i in (0, 1))
     return scored / (scored + reused) if scored + reused else 1.0
 
 
@@ -661,6 +665,9 @@ def benchmark_jobs(results_dir: str | Path) -> list[tuple[str, dict[str, str], f
         if (e := re.fullmatch(r"encode_corpus\.shard-(\d+)-of-(\d+)", name)):
             rule = "encode_corpus"
             wc.update({"shard": e.group(1), "shards": e.group(2)})
+        elif (e := re.fullmatch(r"rerank\.(\w+)\.all-languages", name)):
+            rule = "rerank"
+            wc.update({"rtag": parts[-1], "split": e.group(1)})
         elif (e := re.fullmatch(r"rerank\.(\w+)\.(\w+)\.chunk-(\d+)-of-(\d+)", name)):
             rule = "rerank"
             wc.update({"rtag": parts[-1], "split": e.group(1), "lang": e.group(2),

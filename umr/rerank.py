@@ -322,13 +322,14 @@ def _read_part(path: Path, pairs: list[tuple[str, str]]) -> np.ndarray | None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m umr.rerank", description="Rerank one language's top-k with a seq2seq LM.")
+    p = argparse.ArgumentParser(prog="python -m umr.rerank", description="Rerank the top-k of one language (or several) with a seq2seq LM.")
     p.add_argument("--model", required=True, help="hub name or local seq2seq checkpoint")
     p.add_argument("--template", default="official", choices=sorted(TEMPLATES))
     p.add_argument("--aggregation", default="mean", choices=AGGREGATIONS)
     p.add_argument("--run", required=True, help="retriever TREC run")
     p.add_argument("--questions", required=True, help="XOR-TyDi JSONL questions")
-    p.add_argument("--lang", required=True, help="question language to rerank")
+    p.add_argument("--lang", required=True, nargs="+",
+                   help="question language(s) to rerank, one --out each: one process and one model load for several")
     p.add_argument("--top-k", type=int, required=True)
     p.add_argument("--corpus", required=True)
     p.add_argument("--offsets", required=True)
@@ -341,27 +342,33 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32"])
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", required=True, help="reranked TREC run of this language (and chunk)")
+    p.add_argument("--out", required=True, nargs="+", help="reranked TREC run of each --lang (and chunk)")
     return p
 
 
 def _main(args: argparse.Namespace) -> None:
     set_threads(args.threads)
-    questions = [q for q in read_questions(args.questions) if q.lang == args.lang]
-    if not questions:
-        raise UMRError(f"{args.questions}: no questions in language {args.lang!r}")
-    start, stop = shard_rows(len(questions), args.chunk, args.num_chunks)
-    questions = questions[start:stop]
+    if len(args.lang) != len(args.out):
+        raise UMRError(f"--lang names {len(args.lang)} language(s) but --out {len(args.out)} file(s): one each")
+    questions = read_questions(args.questions)
+    by_lang = {lang: [q for q in questions if q.lang == lang] for lang in args.lang}
+    missing = [lang for lang, qs in by_lang.items() if not qs]
+    if missing:
+        raise UMRError(f"{args.questions}: no questions in language(s) {', '.join(map(repr, missing))}")
     run = read_trec_run(args.run)
     reranker = Reranker(args.model, args.template, args.aggregation, args.device, args.dtype,
                         batch_tokens=args.batch_tokens)
+    cache = load_cache(args.cache)
     with Corpus(args.corpus, args.offsets, source=args.run) as corpus:
-        reranked = rerank_run(reranker, questions, run, corpus, args.top_k, load_cache(args.cache),
-                              resume_out=args.out, part_pairs=args.part_pairs)
-    with atomic_file(args.out) as tmp:
-        write_trec_run(tmp, reranked, "rerank")
-    shutil.rmtree(parts_path(args.out), ignore_errors=True)
-    log.info("wrote %s (%d questions)", args.out, len(reranked))
+        # Languages one after another, each exactly as its own job would score it.
+        for lang, out in zip(args.lang, args.out):
+            start, stop = shard_rows(len(by_lang[lang]), args.chunk, args.num_chunks)
+            reranked = rerank_run(reranker, by_lang[lang][start:stop], run, corpus, args.top_k, cache,
+                                  resume_out=out, part_pairs=args.part_pairs)
+            with atomic_file(out) as tmp:
+                write_trec_run(tmp, reranked, "rerank")
+            shutil.rmtree(parts_path(out), ignore_errors=True)
+            log.info("wrote %s (%d questions)", out, len(reranked))
 
 
 if __name__ == "__main__":
