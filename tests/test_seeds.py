@@ -9,9 +9,10 @@ import math
 
 import pytest
 
+from conftest import REPO
 from test_report import fixture_config
 from umr import ablations, expected, plots, tables
-from umr.config import validate_config
+from umr.config import load_config_files, validate_config
 from umr.lineage import DistillSpec, Node, RerankSpec
 from umr.metrics import describe
 from umr.plan import ablation_only_evaluations, main_evaluations, seed_evaluations
@@ -215,10 +216,20 @@ def test_expected_scores_name_the_seed_of_a_replicate():
     assert [c.name for c in conditions] == ["UMR (iter=1) seed=12345", "UMR (iter=1) seed=7"]
     outcomes = expected.check(expected.Expected(conditions), rows)
     assert all(o.ok for o in outcomes)
+    # one seed only (make toy): the condition still names its seed, so that it keeps matching
+    # exactly one row once make ablations adds the replicates
+    alone = expected.conditions_from_metrics(rows[:1])
+    assert [(c.name, c.match.get("seed")) for c in alone] == [("UMR (iter=1)", 12345)]
+    assert [o.ok for o in expected.check(expected.Expected(alone), rows)] == [True]
 
 
 def test_shipped_toy_record_names_the_seed_of_every_umr_condition():
     """Replicates share system, variant and iteration: a UMR condition without its seed would be ambiguous."""
     record = expected.load_expected(expected.EXPECTED_DIR / "toy.yaml")
     umr = [c for c in record.conditions if c.match["system"].startswith("UMR")]
-    assert umr and all(c.match.get("seed") == 12345 for c in umr)
+    assert umr and all("seed" in c.match for c in umr)
+    seeds = load_config_files(REPO / "config.yaml")["ablations"]["seeds"]
+    assert {c.match["seed"] for c in umr} == set(seeds)
+    replicated = [c for c in umr if c.match["task"] == "xor_retrieve" and c.match["variant"] == "default"
+                  and c.match["system"] == "UMR" and c.match["iteration"] == 1]
+    assert sorted(c.match["seed"] for c in replicated) == sorted(seeds)

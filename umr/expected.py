@@ -182,10 +182,14 @@ def conditions_from_metrics(metric_rows: Iterable[dict], langs: Iterable[str] = 
         by_seed = len({seeds[n] for n in by_node}) == len(by_node) and all(seeds[n] != "" for n in by_node)
         for node, scores in by_node.items():
             match = {"system": system, "variant": variant, "iteration": _scalar(iteration), "task": task, "split": split}
-            if len(by_node) > 1:
-                match |= {"seed": _scalar(seeds[node])} if by_seed else {"node": node}
+            if len(by_node) > 1 and not by_seed:
+                match["node"] = node
+            elif seeds[node] != "":
+                # a distilled row names its seed even when it has no replicate here, so that a later
+                # run with replicates (ablations.seeds) still matches exactly one row
+                match["seed"] = _scalar(seeds[node])
             suffix = "" if variant == "default" else f" [{variant}]"
-            suffix += f" seed={seeds[node]}" if "seed" in match else ""
+            suffix += f" seed={seeds[node]}" if len(by_node) > 1 and by_seed else ""
             name = f"{system} (iter={iteration}){suffix}" if system.startswith("UMR") else f"{system}{suffix}"
             conditions.append(Condition(name, match, scores, lang=lang, subset=subset))
     return conditions
