@@ -354,7 +354,8 @@ def _main(args: argparse.Namespace) -> None:
     by_lang = {lang: [q for q in questions if q.lang == lang] for lang in args.lang}
     missing = [lang for lang, qs in by_lang.items() if not qs]
     if missing:
-        raise UMRError(f"{args.questions}: no questions in language(s) {', '.join(map(repr, missing))}")
+        raise UMRError(f"{args.questions}: no questions in language{'s' if len(missing) > 1 else ''} "
+                       f"{', '.join(map(repr, missing))}")
     run = read_trec_run(args.run)
     reranker = Reranker(args.model, args.template, args.aggregation, args.device, args.dtype,
                         batch_tokens=args.batch_tokens)
