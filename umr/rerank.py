@@ -23,6 +23,10 @@ positions, a few rows at a time. The model itself is rewritten for inference by
 A score is a pure function of (question, passage, reranker settings), so scores
 already computed by an earlier iteration or variant with the same settings are
 reused (`--cache`).
+
+A job reranks one language (and chunk of its questions), or several in one process
+(`--lang ja ru --out ja.trec ru.trec`, `umr.rerank.group_languages`): one after the
+other, each exactly as its own job would, with one model load for all.
 """
 
 from __future__ import annotations
