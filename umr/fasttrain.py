@@ -28,12 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from umr.fastlm import _onednn_linear_available, fuse_activations, fuse_layer_norms
-
-# oneDNN builds a kernel per matrix shape (about 2 ms each) and caches a limited number:
-# rows are padded to a multiple of ROW_ALIGN so that a run with many batch lengths
-# needs a few hundred kernels. Zero rows change no product and no gradient.
-ROW_ALIGN = 64
+# ROW_ALIGN: oneDNN builds a kernel per matrix shape (about 2 ms each) and caches a limited
+# number, so rows are padded to a multiple of it (as for inference): a run with many batch
+# lengths needs a few hundred kernels. Zero rows change no product and no gradient.
+from umr.fastlm import ROW_ALIGN, _onednn_linear_available, fuse_activations, fuse_layer_norms
 
 
 def _onednn(rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
