@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=3, help="timed runs per figure (median; at least 3)")
     p.add_argument("--threads", type=int, default=1, help="torch/BLAS/faiss threads (the pipeline's resources.threads)")
     p.add_argument("--workdir", type=Path, help="keep toy data, models and artefacts here (default: a temporary dir)")
-    p.add_argument("--dag", action="store_true", help="also run item 5 (bench/dag.py: the whole toy DAG, ~30 min)")
+    p.add_argument("--dag", action="store_true", help="also run item 5 (bench/dag.py: make toy then make ablations, ~25 min on 2 cores)")
     p.add_argument("--dag-configfile", default=str(HERE.parent / "config.yaml"), help="config of item 5")
     p.add_argument("--dag-workdir", type=Path, help="item 5 in this work directory (kept; a finished run there "
                                                     "times only the τ variant)")
