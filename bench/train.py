@@ -24,7 +24,7 @@ import sys
 import time
 
 
-def _lm(optimised: bool):
+def _lm():
     import torch
     from transformers import MT5Config, MT5ForConditionalGeneration
 
@@ -44,7 +44,7 @@ def _lm(optimised: bool):
     return [model], loss
 
 
-def _distill(optimised: bool):
+def _distill():
     import torch
     from transformers import BertConfig, BertModel
 
@@ -76,7 +76,7 @@ def _child(task: str, mode: str, steps: int) -> dict:
     optimised = mode == "optimised"
     if optimised:
         retain_freed_memory()
-    models, loss = {"lm": _lm, "distill": _distill}[task](optimised)
+    models, loss = {"lm": _lm, "distill": _distill}[task]()
     if optimised:
         for model in models:
             optimise_for_training(model)

@@ -156,22 +156,42 @@ def rerank_chunks(task, rerank_node, split, langs):
     return [f"{RESULTS}/{task}/{rerank_node}/runs/{split}/{lang}.chunk-{c}-of-{n}.trec" for lang in langs for c in range(n)]
 
 
-def _rerank_cache(wildcards, langs):
-    node, spec = Node.parse(wildcards.node), RerankSpec.parse(wildcards.rtag)
-    planned = PLANNED_RERANKS
-    sources = [s for s in score_cache_sources(node, spec, default_rerank(config))
-               if (wildcards.task, s, wildcards.split) in planned]
-    return [f for source in sources for f in rerank_chunks(wildcards.task, source, wildcards.split, langs)]
+# A rerank job: one language and chunk of a split, or (umr.rerank.group_languages) every
+# language of a split, chunk 0 of 1 each (the same files; `lang` is then no wildcard).
+if config["umr"]["rerank"]["group_languages"]:
+    RERANK_JOB = {
+        "output": expand("results/{{dataset}}/{{task}}/{{node}}/{{rtag}}/runs/{{split}}/{lang}.chunk-0-of-1.trec",
+                         lang=LANGUAGES),
+        "log": "results/{dataset}/{task}/{node}/{rtag}/logs/rerank.{split}.all-languages.log",
+        "benchmark": "results/{dataset}/{task}/{node}/{rtag}/benchmarks/rerank.{split}.all-languages.tsv",
+    }
+else:
+    RERANK_JOB = {
+        "output": "results/{dataset}/{task}/{node}/{rtag}/runs/{split}/{lang}.chunk-{chunk}-of-{chunks}.trec",
+        "log": "results/{dataset}/{task}/{node}/{rtag}/logs/rerank.{split}.{lang}.chunk-{chunk}-of-{chunks}.log",
+        "benchmark": "results/{dataset}/{task}/{node}/{rtag}/benchmarks/rerank.{split}.{lang}.chunk-{chunk}-of-{chunks}.tsv",
+    }
+
+
+def rerank_languages(wildcards):
+    """The languages a rerank job scores (RERANK_JOB)."""
+    lang = getattr(wildcards, "lang", None)
+    return [lang] if lang else LANGUAGES
+
+
+def rerank_chunk_options(wildcards):
+    chunk = getattr(wildcards, "chunk", None)
+    return f"--chunk {chunk} --num-chunks {wildcards.chunks}" if chunk is not None else ""
 
 
 def rerank_cache(wildcards):
     """Reranked runs of earlier iterations with the same LM settings: their scores are reused."""
-    return _rerank_cache(wildcards, [wildcards.lang])
-
-
-def rerank_cache_all_languages(wildcards):
-    """`rerank_cache` of a job that reranks every language (umr.rerank.group_languages)."""
-    return _rerank_cache(wildcards, LANGUAGES)
+    node, spec = Node.parse(wildcards.node), RerankSpec.parse(wildcards.rtag)
+    planned = PLANNED_RERANKS
+    sources = [s for s in score_cache_sources(node, spec, default_rerank(config))
+               if (wildcards.task, s, wildcards.split) in planned]
+    langs = rerank_languages(wildcards)
+    return [f for source in sources for f in rerank_chunks(wildcards.task, source, wildcards.split, langs)]
 
 
 def distill_inputs(wildcards):

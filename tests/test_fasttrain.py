@@ -51,7 +51,7 @@ def test_frozen_weight_and_no_bias():
     stock.weight.requires_grad_(False)
     fast = copy.deepcopy(stock)
     use_onednn_training_linear(fast)
-    x_stock, x_fast = torch.randn(70, 16, requires_grad=True), None
+    x_stock = torch.randn(70, 16, requires_grad=True)
     x_fast = x_stock.detach().clone().requires_grad_()
     stock(x_stock).sum().backward()
     fast(x_fast).sum().backward()

@@ -180,6 +180,7 @@ def conditions_from_metrics(metric_rows: Iterable[dict], langs: Iterable[str] = 
         system, variant, iteration, task, split, subset, lang = key
         # Seed replicates share a description and differ in their seed: name the seed, else the node.
         by_seed = len({seeds[n] for n in by_node}) == len(by_node) and all(seeds[n] != "" for n in by_node)
+        replicated = len(by_node) > 1 and by_seed
         for node, scores in by_node.items():
             match = {"system": system, "variant": variant, "iteration": _scalar(iteration), "task": task, "split": split}
             if len(by_node) > 1 and not by_seed:
@@ -189,7 +190,7 @@ def conditions_from_metrics(metric_rows: Iterable[dict], langs: Iterable[str] = 
                 # run with replicates (ablations.seeds) still matches exactly one row
                 match["seed"] = _scalar(seeds[node])
             suffix = "" if variant == "default" else f" [{variant}]"
-            suffix += f" seed={seeds[node]}" if len(by_node) > 1 and by_seed else ""
+            suffix += f" seed={seeds[node]}" if replicated else ""
             name = f"{system} (iter={iteration}){suffix}" if system.startswith("UMR") else f"{system}{suffix}"
             conditions.append(Condition(name, match, scores, lang=lang, subset=subset))
     return conditions

@@ -1,7 +1,8 @@
 """Inference-only surgery on a (m)T5 model: the same function, fewer and faster kernels.
 
 (`use_onednn_linear` alone also serves the retriever's BERT encoders when they only
-encode: `python -m umr.encode` and `python -m umr.retrieve`.)
+encode: `python -m umr.encode` and `python -m umr.retrieve`; `fuse_activations` and
+`fuse_layer_norms` are differentiable and also serve training, `umr.fasttrain`.)
 
 `optimise_for_inference(model)` rewrites a loaded model in place; every change is an
 exact reformulation in the model's own dtype (the results differ from the stock

@@ -5,9 +5,9 @@ distillation) are fp32 on one CPU core and spend most of their time in `nn.Linea
 products. `optimise_for_training(model)` runs them through oneDNN instead of MKL's
 sgemm, forward and backward, as `umr.fastlm` does for inference: the same fp32
 products, but MKL takes a slow code path on some CPUs (about 80 vs 190 GFLOP/s per
-core on an AVX-512 AMD EPYC, `python -m bench.train` measures it). The results differ
-from the stock kernels' only by float rounding (tests/test_fasttrain.py: gradients to
-1e-5). It also swaps T5's multi-kernel GELU and RMS norm for torch's one-kernel ones
+core on an AVX-512 AMD EPYC, see `umr.fastlm`; `python -m bench.train` times the training
+steps). The results differ from the stock kernels' only by float rounding
+(tests/test_fasttrain.py: loss and gradients within 1e-4). It also swaps T5's multi-kernel GELU and RMS norm for torch's one-kernel ones
 (`umr.fastlm.fuse_activations`, `fuse_layer_norms`).
 
 On a GPU, in half precision or under autocast nothing changes: the stock products run.
